@@ -1,0 +1,64 @@
+# Two commands for a fresh machine:
+#   make book   set up, execute every notebook with its default parameters, render _build/html
+#   make test   set up, lint, unit tests, every notebook on its CI profile with papermill, then nbval
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# Use the active virtual environment if there is one, else create .venv here.
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := $(CURDIR)/.venv
+endif
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tvutils-installed
+JOBS ?= 2
+
+# Quiet progress bars in executed notebooks (their text outputs are compared by nbval), and no busy-waiting
+# OpenMP threads when two notebooks share the two cores.
+export TVUTILS_PROGRESS := 0
+export OMP_WAIT_POLICY := PASSIVE
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup data lint unit notebooks-ci nbval test book clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[case-studies,book,test]'
+	touch $(STAMP)
+
+setup: $(STAMP) data
+
+# Offline data and models for the case studies (idempotent; see tools/install_data.sh).
+data: $(STAMP)
+	PY=$(PY) bash tools/install_data.sh
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+unit: $(STAMP)
+	$(PY) -m pytest tests -q
+
+notebooks-ci: setup
+	$(PY) tools/run_notebooks.py --profile ci --out _build/executed/ci --jobs $(JOBS)
+
+nbval: notebooks-ci
+	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-sanitize-with tools/nbval_sanitize.cfg \
+		-o testpaths= _build/executed/ci/notebooks
+
+test: setup lint unit notebooks-ci nbval
+
+book: setup
+	$(PY) tools/run_notebooks.py --profile default --out _build/source --jobs 1 --copy-book
+	$(VENV)/bin/jupyter-book build _build/source --path-output $(CURDIR) --warningiserror --keep-going
+	$(PY) tools/check_offline_html.py _build/html
+
+clean:
+	rm -rf _build
