@@ -64,7 +64,7 @@ def execute(nb: Path, out_dir: Path, profile: str) -> tuple[Path, float, str | N
     try:
         pm.execute_notebook(
             str(nb), str(target), parameters={"profile": profile}, cwd=str(nb.parent),
-            kernel_name="python3", progress_bar=False, log_output=False,
+            kernel_name="python3", language="python", progress_bar=False, log_output=False,
         )
         return nb, time.time() - start, None
     except Exception as exc:  # report every failure, after all notebooks ran
