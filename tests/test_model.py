@@ -44,5 +44,6 @@ def test_shape_errors_and_hinge():
         model(torch.zeros(2, 3, 7))
     with pytest.raises(ValueError, match="P=4"):
         model(torch.zeros(2, 4, 8))
-    assert torch.equal(hinge_loss(torch.tensor([2.0, 0.5, -1.0]), torch.tensor([1.0, 1.0, 1.0])),
-                       torch.tensor([0.0, 0.5, 2.0]))
+    assert torch.equal(
+        hinge_loss(torch.tensor([2.0, 0.5, -1.0]), torch.tensor([1.0, 1.0, 1.0])), torch.tensor([0.0, 0.5, 2.0])
+    )

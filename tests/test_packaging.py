@@ -42,7 +42,9 @@ def test_toc_lists_existing_pages_and_notebooks():
 def test_offline_html_check_flags_remote_scripts():
     import check_offline_html
 
-    html = ('<script src="https://cdn.example/mathjax.js"></script><link rel="stylesheet" href="//x/y.css">'
-            '<link rel="canonical" href="https://example/">'
-            '<script src="_static/local.js"></script><a href="https://colab.research.google.com/x">colab</a>')
+    html = (
+        '<script src="https://cdn.example/mathjax.js"></script><link rel="stylesheet" href="//x/y.css">'
+        '<link rel="canonical" href="https://example/">'
+        '<script src="_static/local.js"></script><a href="https://colab.research.google.com/x">colab</a>'
+    )
     assert check_offline_html.remote_loads(html) == ["https://cdn.example/mathjax.js", "//x/y.css"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Fail if any page of the built site loads a script or stylesheet from the internet.
 
-    python tools/check_offline_html.py _build/html
+python tools/check_offline_html.py _build/html
 """
 
 from __future__ import annotations

@@ -63,8 +63,14 @@ def execute(nb: Path, out_dir: Path, profile: str) -> tuple[Path, float, str | N
     start = time.time()
     try:
         pm.execute_notebook(
-            str(nb), str(target), parameters={"profile": profile}, cwd=str(nb.parent),
-            kernel_name="python3", language="python", progress_bar=False, log_output=False,
+            str(nb),
+            str(target),
+            parameters={"profile": profile},
+            cwd=str(nb.parent),
+            kernel_name="python3",
+            language="python",
+            progress_bar=False,
+            log_output=False,
         )
         return nb, time.time() - start, None
     except Exception as exc:  # report every failure, after all notebooks ran

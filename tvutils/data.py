@@ -133,7 +133,9 @@ class OODTasks:
     kappa: float
 
 
-def ood_tasks(gammas: tuple[float, ...] | list[float], kappa: float, cfg: DataConfig, normalize: bool = True) -> OODTasks:
+def ood_tasks(
+    gammas: tuple[float, ...] | list[float], kappa: float, cfg: DataConfig, normalize: bool = True
+) -> OODTasks:
     """Build orthogonal tasks T_1..T_k (μ_Tᵢ = e_{i-1}) and T' with μ_T' = Σ γᵢ μ_Tᵢ + κ μ'_⊥ (μ'_⊥ = e_k).
 
     With unit-norm patterns Σγᵢ² + κ² must be 1. ``normalize=True`` divides (γ, κ) by √(Σγᵢ² + κ²) and

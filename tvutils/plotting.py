@@ -29,8 +29,15 @@ def heatmap(
     plt.colorbar(mesh, ax=ax, label=cbar_label)
 
 
-def region_outline(ax: Axes, mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, label: str | None = None,
-                   color: str = "white", linestyle: str = "-") -> None:
+def region_outline(
+    ax: Axes,
+    mask: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    label: str | None = None,
+    color: str = "white",
+    linestyle: str = "-",
+) -> None:
     """Outline the cells where mask is True (a boolean grid of shape (len(rows), len(cols)))."""
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != (len(rows), len(cols)):

@@ -86,7 +86,9 @@ class TaskVector:
                 deltas[key] = _difference(tuned[key], base[key])
             else:
                 if not torch.equal(base[key], tuned[key]):
-                    raise ValueError(f"key {key!r}: non-float tensor differs between the models; it cannot be a task vector entry")
+                    raise ValueError(
+                        f"key {key!r}: non-float tensor differs between the models; it cannot be a task vector entry"
+                    )
                 frozen.append(key)
         if not deltas:
             raise ValueError("no floating-point tensor selected: the task vector would be empty")
@@ -137,10 +139,14 @@ class TaskVector:
             if key not in sd:
                 raise ValueError(f"key {key!r} of the task vector is not in the base model")
             if sd[key].shape != delta.shape:
-                raise ValueError(f"key {key!r}: shape {tuple(delta.shape)} in the task vector vs {tuple(sd[key].shape)} in the base")
+                raise ValueError(
+                    f"key {key!r}: shape {tuple(delta.shape)} in the task vector vs {tuple(sd[key].shape)} in the base"
+                )
             if sd[key].dtype != delta.dtype:
                 raise ValueError(f"key {key!r}: dtype {delta.dtype} in the task vector vs {sd[key].dtype} in the base")
-        new_sd = OrderedDict((k, (v + scale * self.deltas[k]) if k in self.deltas else v.clone()) for k, v in sd.items())
+        new_sd = OrderedDict(
+            (k, (v + scale * self.deltas[k]) if k in self.deltas else v.clone()) for k, v in sd.items()
+        )
         if isinstance(base, nn.Module):
             model = copy.deepcopy(base)
             model.load_state_dict(new_sd)
@@ -236,7 +242,9 @@ def top_entries_mask(t: torch.Tensor, keep: float) -> torch.Tensor:
     return mask.reshape(t.shape)
 
 
-def merge(base: nn.Module | StateDict, task_vectors: list[TaskVector], lambdas: list[float]) -> nn.Module | OrderedDict[str, torch.Tensor]:
+def merge(
+    base: nn.Module | StateDict, task_vectors: list[TaskVector], lambdas: list[float]
+) -> nn.Module | OrderedDict[str, torch.Tensor]:
     """Task arithmetic: Ψ = Ψ⁽⁰⁾ + Σᵢ λᵢ ΔΨᵢ (a new module or state dict)."""
     if len(task_vectors) != len(lambdas):
         raise ValueError(f"{len(task_vectors)} task vectors but {len(lambdas)} coefficients λ")

@@ -63,8 +63,10 @@ def fine_tune(
     tuned = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(seed)
     X_test, y_test = task.sample(cfg.n_test, torch.Generator().manual_seed(seed + 10_000))
-    groups = [{"params": [p], "lr": cfg.lr_W if (n == "W" and cfg.lr_W is not None) else cfg.lr}
-              for n, p in tuned.named_parameters()]
+    groups = [
+        {"params": [p], "lr": cfg.lr_W if (n == "W" and cfg.lr_W is not None) else cfg.lr}
+        for n, p in tuned.named_parameters()
+    ]
     opt = torch.optim.SGD(groups, lr=cfg.lr)
     hist = History()
 

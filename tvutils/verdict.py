@@ -66,8 +66,17 @@ class Verdict:
         return entry
 
     def table(self) -> pd.DataFrame:
-        rows = [{"claim": c.claim, "metric": c.metric, "ours": c.value, "rule": f"{c.comparison} {c.threshold:g}",
-                 "paper": c.paper, "status": status(c)} for c in self.claims]
+        rows = [
+            {
+                "claim": c.claim,
+                "metric": c.metric,
+                "ours": c.value,
+                "rule": f"{c.comparison} {c.threshold:g}",
+                "paper": c.paper,
+                "status": status(c),
+            }
+            for c in self.claims
+        ]
         return pd.DataFrame(rows)
 
     def write(self, directory: Path | None = None) -> Path:
@@ -85,7 +94,9 @@ class Verdict:
         self.write(directory)
         failed = [c for c in self.claims if c.asserted and not c.passed]
         if failed:
-            lines = "; ".join(f"{c.claim}: {c.metric} = {c.value:.4g}, needs {c.comparison} {c.threshold:g}" for c in failed)
+            lines = "; ".join(
+                f"{c.claim}: {c.metric} = {c.value:.4g}, needs {c.comparison} {c.threshold:g}" for c in failed
+            )
             raise AssertionError(f"{len(failed)} claim(s) failed in {self.notebook} ({self.profile}): {lines}")
         return self.table()
 
@@ -103,8 +114,19 @@ def load_verdicts(directory: Path | None = None) -> pd.DataFrame:
     for path in sorted(directory.glob("*.json")):
         doc = json.loads(path.read_text())
         for c in doc["claims"]:
-            rows.append({"notebook": doc["notebook"], "profile": doc["profile"], "claim": c["claim"],
-                         "metric": c["metric"], "paper": c.get("paper", ""), "ours": c["value"],
-                         "rule": f"{c['comparison']} {c['threshold']:g}",
-                         "status": status(Claim(**c)), "note": c.get("note", "")})
-    return pd.DataFrame(rows, columns=["notebook", "profile", "claim", "metric", "paper", "ours", "rule", "status", "note"])
+            rows.append(
+                {
+                    "notebook": doc["notebook"],
+                    "profile": doc["profile"],
+                    "claim": c["claim"],
+                    "metric": c["metric"],
+                    "paper": c.get("paper", ""),
+                    "ours": c["value"],
+                    "rule": f"{c['comparison']} {c['threshold']:g}",
+                    "status": status(Claim(**c)),
+                    "note": c.get("note", ""),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["notebook", "profile", "claim", "metric", "paper", "ours", "rule", "status", "note"]
+    )
