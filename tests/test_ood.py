@@ -15,7 +15,9 @@ from tvutils.ood import (
     gamma_from_readout,
     lower_edge,
     orthant,
+    orthant_edge,
     readout_direction,
+    run_ood,
     theorem3_coordinates,
 )
 from tvutils.task_vector import TaskVector
@@ -48,17 +50,31 @@ def test_gamma_from_outputs_on_a_small_fine_tune():
     cfg = DataConfig(d=16, P=8, M=6, disc_frac=0.5)
     ood = ood_tasks((0.8, -0.6), 0.0, cfg)
     model0 = OneLayerTransformer(LearnerConfig(d=16, m=16, P=8), seed=0)
-    train = TrainConfig(max_steps=400, n_test=300)
+    train = TrainConfig(max_steps=200, n_test=200, batch_size=32, eval_every=20)
     models = [fine_tune(model0, t, train, seed=i)[0] for i, t in enumerate(ood.sources)]
     sets = [t.sample(400, torch.Generator().manual_seed(50 + i)) for i, t in enumerate(ood.sources)]
     target = ood.target.sample(400, torch.Generator().manual_seed(99))
     gamma_hat = gamma_from_outputs(model0, models, sets, target)
     assert np.all(np.sign(gamma_hat) == np.sign(ood.gammas))
-    assert np.max(np.abs(gamma_hat - np.array(ood.gammas))) < 0.2
+    assert np.max(np.abs(gamma_hat - np.array(ood.gammas))) < 0.1
     with pytest.raises(ValueError):
         gamma_from_outputs(model0, models, sets[:1], target)
     with pytest.raises(ValueError):  # Ψ⁽⁰⁾ itself adds no margin
         gamma_from_outputs(model0, [model0], sets[:1], target)
+
+    target_model = fine_tune(model0, ood.target, train, seed=7)[0]
+    lam1, lam2 = np.array([0.0, 1.0, 2.0]), np.array([-1.0, 0.0, 1.0])
+    run = run_ood(model0, ood, [*models, target_model], lam1, lam2, n_test=100, seed=0)
+    assert run.loss.shape == (2, 3, 3) and run.mean_loss.shape == (3, 3)
+    i, j = run.cell(1.0, 0.0)
+    with torch.no_grad():  # the grid cell (1, 0) is Ψ*_T1 itself
+        X, y = ood.target.sample(100, torch.Generator().manual_seed(8_000_000))
+        direct = float(torch.clamp(1 - y * models[0](X), min=0).mean())
+    assert run.mean_loss[i, j] == pytest.approx(direct, abs=1e-4)
+    assert np.allclose(run.gamma_readout, ood.gammas, atol=0.05)
+    assert run.reference["Ψ*_T'"].shape == (2, 2)
+    with pytest.raises(ValueError):
+        run.cell(0.5, 0.0)
 
 
 def test_coordinates_match_theorem3_region():
@@ -82,6 +98,16 @@ def test_fit_thresholds_recovers_a_planted_orthant():
     assert fit.t1 <= 0.7 + 0.2 and fit.t2 <= 0.2 + 0.2
     with pytest.raises(ValueError):
         fit_thresholds(np.ones_like(planted), s1, s2)
+
+
+def test_orthant_edge_is_the_lowest_lambda1_inside():
+    gam, lam1, lam2 = (0.779, -0.627), lambda_grid(-2, 3, 0.01), lambda_grid(-2, 2)
+    s1, s2 = theorem3_coordinates(gam, lam1, lam2)
+    edge = orthant_edge(gam, 0.7, 0.2, lam2)
+    first = lam1[np.argmax(orthant(s1, s2, 0.7, 0.2), axis=0)]
+    assert np.allclose(first, edge, atol=0.011)
+    with pytest.raises(ValueError):
+        orthant_edge((-0.5, 0.5), 1.0, 1.0, lam2)
 
 
 def test_balanced_accuracy():

@@ -12,7 +12,8 @@ beyond the region itself (``tvutils.theory.theorem3_region``):
 * the theorem's coordinates s₁ = Σλᵢγᵢ, s₂ = Σλᵢγᵢ² over a λ grid, and ``fit_thresholds``: the two thresholds
   (t₁, t₂) whose region {s₁ ≥ t₁, s₂ ≥ t₂} best matches an observed success mask (fitted on one seed, to be
   scored on others);
-* ``lower_edge``: for each λ₂, the λ₁ from which the merge succeeds; ``best_cell``: the best grid point.
+* ``lower_edge``: for each λ₂, the λ₁ from which the merge succeeds; ``best_cell``: the best grid point;
+* ``run_ood``: one seed's whole experiment (γ̂ three ways, the T' loss and error over the λ grid).
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ import torch
 from numpy.typing import ArrayLike
 from torch import nn
 
+from .data import OODTasks
+from .grid import evaluate_merges, grid_points
 from .model import OneLayerTransformer
 from .task_vector import TaskVector
+from .training import evaluate
+
+TEST_SEED_OFFSET = 8_000_000  # T' / Tᵢ test sets never share a generator seed with training or stopping sets
 
 # ---- estimating γ from models ------------------------------------------------------------------------------
 
@@ -184,3 +190,93 @@ def best_cell(loss: np.ndarray, error: np.ndarray, lam1: ArrayLike, lam2: ArrayL
     order = np.lexsort((np.hypot(L1, L2).ravel(), error.ravel(), loss.ravel()))
     i, j = np.unravel_index(int(order[0]), loss.shape)
     return int(i), int(j)
+
+
+def orthant_edge(gammas: ArrayLike, t1: float, t2: float, lam2: ArrayLike) -> np.ndarray:
+    """For each λ₂, the smallest λ₁ with s₁ ≥ t₁ and s₂ ≥ t₂ (needs γ₁ > 0): max((t₁ − γ₂λ₂)/γ₁, (t₂ − γ₂²λ₂)/γ₁²)."""
+    g = np.asarray(gammas, dtype=float)
+    if g.shape != (2,) or g[0] <= 0:
+        raise ValueError(f"two γ's with γ₁ > 0 expected, got {g}")
+    lam2 = np.asarray(lam2, dtype=float)
+    return np.maximum((t1 - g[1] * lam2) / g[0], (t2 - g[1] ** 2 * lam2) / g[0] ** 2)
+
+
+# ---- one seed's experiment ---------------------------------------------------------------------------------
+
+
+@dataclass
+class OODRun:
+    """One seed of the Theorem 3 experiment: γ̂ and the T' test loss and error over the λ grid."""
+
+    seed: int
+    gammas: np.ndarray  # (2,) the true γ (after normalisation); used only to compare, never to estimate
+    lam1: np.ndarray  # (L1,)
+    lam2: np.ndarray  # (L2,)
+    loss: np.ndarray  # (2, L1, L2): T' hinge loss of Ψ⁽⁰⁾ + λ₁ΔΨ_T1 + λ₂ΔΨ_T2 on the two halves of the test set
+    error: np.ndarray  # (2, L1, L2)
+    reference: dict[str, np.ndarray]  # model name → (2, 2): [half, (loss, error)] of Ψ*_T', Ψ⁽⁰⁾ on T'
+    gamma_outputs: np.ndarray  # (2,) γ̂ by output similarity (``gamma_from_outputs``)
+    gamma_readout: np.ndarray  # (2,) γ̂ by read-out directions (``gamma_from_readout``)
+    gamma_cosine: np.ndarray  # (2,) γ̂ by whole-task-vector cosine (``gamma_from_cosine``)
+
+    @property
+    def mean_loss(self) -> np.ndarray:
+        """T' loss on the whole test set (the halves have equal size). (L1, L2)."""
+        return self.loss.mean(0)
+
+    @property
+    def mean_error(self) -> np.ndarray:
+        return self.error.mean(0)
+
+    def cell(self, l1: float, l2: float) -> tuple[int, int]:
+        """Grid index of (λ₁, λ₂), which must be on the grid."""
+        i, j = int(np.argmin(np.abs(self.lam1 - l1))), int(np.argmin(np.abs(self.lam2 - l2)))
+        if abs(self.lam1[i] - l1) > 1e-9 or abs(self.lam2[j] - l2) > 1e-9:
+            raise ValueError(f"(λ₁, λ₂) = ({l1}, {l2}) is not on the grid")
+        return i, j
+
+
+def run_ood(
+    model0: OneLayerTransformer,
+    ood: OODTasks,
+    models: Sequence[nn.Module],
+    lam1: ArrayLike,
+    lam2: ArrayLike,
+    n_test: int,
+    seed: int,
+) -> OODRun:
+    """Evaluate Ψ⁽⁰⁾ + λ₁ΔΨ_T1 + λ₂ΔΨ_T2 on fresh T' test data over the grid, and estimate γ̂.
+
+    ``models`` are Ψ*_T1, Ψ*_T2 and Ψ*_T', fine-tuned from ``model0``. The T' test set (n_test samples, an even
+    number) is split in two halves, so a best λ can be chosen on one half and scored on the other.
+    """
+    if len(models) != 3 or len(ood.sources) != 2:
+        raise ValueError("run_ood takes two source tasks and the models Ψ*_T1, Ψ*_T2, Ψ*_T'")
+    if n_test < 2 or n_test % 2:
+        raise ValueError(f"n_test must be an even number ≥ 2, got {n_test}")
+    lam1, lam2 = np.asarray(lam1, dtype=float), np.asarray(lam2, dtype=float)
+    base = TEST_SEED_OFFSET + 100 * seed
+    X_t, y_t = ood.target.sample(n_test, torch.Generator().manual_seed(base))
+    source_sets = [t.sample(n_test, torch.Generator().manual_seed(base + 1 + k)) for k, t in enumerate(ood.sources)]
+    tvs = [TaskVector.from_models(model0, m) for m in models]
+    halves = [(X_t[: n_test // 2], y_t[: n_test // 2]), (X_t[n_test // 2 :], y_t[n_test // 2 :])]
+    G = grid_points(lam1, lam2)  # (L1·L2, 2), λ₁ slowest
+    loss, error = np.zeros((2, len(lam1), len(lam2))), np.zeros((2, len(lam1), len(lam2)))
+    for h, (X, y) in enumerate(halves):
+        lo, er = evaluate_merges(model0, tvs[:2], G, X, y)
+        loss[h], error[h] = lo.reshape(len(lam1), len(lam2)), er.reshape(len(lam1), len(lam2))
+    reference = {
+        name: np.array([evaluate(m, X, y) for X, y in halves]) for name, m in (("Ψ*_T'", models[2]), ("Ψ⁽⁰⁾", model0))
+    }
+    return OODRun(
+        seed=seed,
+        gammas=np.array(ood.gammas, dtype=float),
+        lam1=lam1,
+        lam2=lam2,
+        loss=loss,
+        error=error,
+        reference=reference,
+        gamma_outputs=gamma_from_outputs(model0, models[:2], source_sets, (X_t, y_t)),
+        gamma_readout=gamma_from_readout(model0, tvs[:2], tvs[2]),
+        gamma_cosine=gamma_from_cosine(tvs[:2], tvs[2]),
+    )
