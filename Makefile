@@ -50,7 +50,7 @@ notebooks-ci: setup
 	$(PY) tools/run_notebooks.py --profile ci --out _build/executed/ci --jobs $(JOBS)
 
 nbval: notebooks-ci
-	$(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-sanitize-with tools/nbval_sanitize.cfg \
+	$(PY) -m pytest -q -n $(JOBS) --dist loadfile -p no:cacheprovider --nbval --nbval-sanitize-with tools/nbval_sanitize.cfg \
 		-o testpaths= _build/executed/ci/notebooks
 
 test: setup lint unit notebooks-ci nbval

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -115,6 +116,48 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+# ---- running only the top blocks ----------------------------------------------------------------------------
+# Every fine-tune here changes only the last k blocks, so the first L − k blocks compute the same activations for
+# every model of the chapter. They are computed once (``block_inputs``) and the top blocks are run on them
+# (``top_blocks_only``): training and scoring cost then grow with k, not with the model's depth.
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's list of transformer blocks (``model.model.layers`` in Llama, Phi, Mistral, Qwen …)."""
+    blocks = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise ValueError(f"{type(model).__name__} has no model.layers block list")
+    return blocks
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a block whose output is already known: returns its input hidden states unchanged."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+@torch.no_grad()
+def block_inputs(model: nn.Module, ids: torch.Tensor, first_top: int, batch_size: int = 16) -> torch.Tensor:
+    """(N, L, H) hidden states entering block ``first_top`` (after blocks 0 … first_top − 1) for token ids (N, L)."""
+    out = []
+    for i in range(0, len(ids), batch_size):
+        hidden = model(input_ids=ids[i : i + batch_size], output_hidden_states=True).hidden_states
+        out.append(hidden[first_top])  # hidden_states[0] = embeddings, [j] = output of block j − 1
+    return torch.cat(out)
+
+
+@contextlib.contextmanager
+def top_blocks_only(model: nn.Module, first_top: int) -> Iterator[nn.Module]:
+    """Inside the block, blocks 0 … first_top − 1 pass their input through: call the model with
+    ``inputs_embeds=block_inputs(...)`` to run only the top blocks (positions and masks are built as usual)."""
+    decoder = model.model
+    original = decoder.layers
+    decoder.layers = nn.ModuleList([_PassThrough() for _ in range(first_top)] + list(original[first_top:]))
+    try:
+        yield model
+    finally:
+        decoder.layers = original
+
+
 # ---- LoRA fine-tuning and its task vector ----------------------------------------------------------------------
 def fine_tune_lora(
     model: nn.Module,
@@ -126,47 +169,54 @@ def fine_tune_lora(
     batch_size: int,
     seed: int,
     alpha: float | None = None,
+    inputs: torch.Tensor | None = None,
 ) -> tuple[Factors, list[float]]:
     """LoRA (rank ``rank``, every linear layer of the last ``train_layers`` blocks) trained on ``windows``.
 
     windows: (N, L) token ids, all of one length, trained with the next-token loss over the whole window;
-    AdamW, ``epochs`` passes in a seeded order. The model is returned unchanged (the adapters are removed) and
-    the fine-tune comes back as its factors, with the loss of every step.
+    AdamW, ``epochs`` passes in a seeded order. ``inputs`` are the windows' ``block_inputs`` at the first trained
+    block (computed here when not given). The model is returned unchanged (the adapters are removed) and the
+    fine-tune comes back as its factors, with the loss of every step.
     """
     from peft import LoraConfig, get_peft_model
 
     total = n_layers(model)
     if not 1 <= train_layers <= total:
         raise ValueError(f"train_layers must be in 1..{total}, got {train_layers}")
+    first_top = total - train_layers
+    if inputs is None:
+        inputs = block_inputs(model, windows, first_top)
     torch.manual_seed(seed)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha if alpha is not None else 2 * rank,
         lora_dropout=0.0,
         target_modules=block_linear_names(model),
-        layers_to_transform=list(range(total - train_layers, total)),
+        layers_to_transform=list(range(first_top, total)),
         bias="none",
     )
-    peft_model = get_peft_model(model, config)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     losses: list[float] = []
-    peft_model.train()
-    steps = [(e, b) for e in range(epochs) for b in range(math.ceil(len(windows) / batch_size))]
-    order = None
-    for epoch, b in progress(steps, desc="LoRA fine-tuning"):
-        if b == 0:
-            order = torch.randperm(len(windows), generator=generator)
-        batch = windows[order[b * batch_size : (b + 1) * batch_size]]  # (B, L)
-        loss = peft_model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
-    peft_model.eval()
-    factors = lora_factors(peft_model)
-    peft_model.unload()  # removes the adapters in place: ``model`` is the base model again
+    n_batches = math.ceil(len(windows) / batch_size)
+    with warnings.catch_warnings(), top_blocks_only(model, first_top):
+        warnings.simplefilter("ignore", FutureWarning)  # peft calls a deprecated transformers property
+        peft_model = get_peft_model(model, config)
+        optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+        peft_model.train()
+        order = torch.arange(len(windows))
+        for step in progress(range(epochs * n_batches), desc="LoRA fine-tuning"):
+            b = step % n_batches
+            if b == 0:
+                order = torch.randperm(len(windows), generator=generator)
+            pick = order[b * batch_size : (b + 1) * batch_size]
+            loss = peft_model(inputs_embeds=inputs[pick], labels=windows[pick]).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        peft_model.eval()
+        factors = lora_factors(peft_model)
+        peft_model.unload()  # removes the adapters in place: ``model`` is the base model again
     for p in model.parameters():
         p.requires_grad_(False)
     return factors, losses
@@ -174,7 +224,9 @@ def fine_tune_lora(
 
 def block_linear_names(model: nn.Module) -> list[str]:
     """Names (last component) of the linear layers inside the transformer blocks, e.g. q_proj … down_proj."""
-    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in name}
+    names = {
+        name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in name
+    }
     if not names:
         raise ValueError("no nn.Linear inside '.layers.' blocks: not a decoder of the expected layout")
     return sorted(names)
@@ -221,7 +273,9 @@ def load_factors(path: Path) -> tuple[Factors, dict]:
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
         scales = json.loads(meta["scales"])
-        factors: Factors = OrderedDict((k, (fh.get_tensor(f"{k}::A"), fh.get_tensor(f"{k}::B"), float(s))) for k, s in scales.items())
+        factors: Factors = OrderedDict(
+            (k, (fh.get_tensor(f"{k}::A"), fh.get_tensor(f"{k}::B"), float(s))) for k, s in scales.items()
+        )
     return factors, json.loads(meta["info"])
 
 
@@ -247,7 +301,9 @@ def add_task_vector_(model: nn.Module, tv: TaskVector, scale: float = 1.0) -> No
                 raise ValueError(f"key {key!r} of the task vector is not a parameter of the model")
             p = params[key]
             if p.shape != delta.shape or p.dtype != delta.dtype:
-                raise ValueError(f"key {key!r}: {tuple(delta.shape)} {delta.dtype} in the task vector vs {tuple(p.shape)} {p.dtype}")
+                raise ValueError(
+                    f"key {key!r}: {tuple(delta.shape)} {delta.dtype} in the task vector vs {tuple(p.shape)} {p.dtype}"
+                )
             p.add_(delta.to(p.device), alpha=scale)
 
 
@@ -283,14 +339,28 @@ def greedy_continuations(model: nn.Module, prompts: torch.Tensor, n_new: int, ba
 
 
 @torch.no_grad()
-def continuation_nll(model: nn.Module, windows: torch.Tensor, prompt_len: int, batch_size: int = 16) -> np.ndarray:
-    """Mean next-token loss (nats) of each window's tokens after the first ``prompt_len``, given all before."""
+def continuation_nll(
+    model: nn.Module,
+    windows: torch.Tensor,
+    prompt_len: int,
+    batch_size: int = 16,
+    inputs: torch.Tensor | None = None,
+    first_top: int = 0,
+) -> np.ndarray:
+    """Mean next-token loss (nats) of each window's tokens after the first ``prompt_len``, given all before.
+
+    With ``inputs`` = ``block_inputs(model, windows, first_top)`` only the blocks from ``first_top`` on are run
+    (valid when the blocks below are those the inputs were computed with).
+    """
     out = []
-    for i in range(0, len(windows), batch_size):
-        ids = windows[i : i + batch_size]  # (B, L)
-        logits = model(input_ids=ids).logits[:, prompt_len - 1 : -1].float()  # (B, L − P, V)
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, prompt_len:], reduction="none")
-        out.append(nll.mean(dim=1))
+    context = top_blocks_only(model, first_top) if inputs is not None else contextlib.nullcontext()
+    with context:
+        for i in range(0, len(windows), batch_size):
+            ids = windows[i : i + batch_size]  # (B, L)
+            feed = {"inputs_embeds": inputs[i : i + batch_size]} if inputs is not None else {"input_ids": ids}
+            logits = model(**feed).logits[:, prompt_len - 1 : -1].float()  # (B, L − P, V)
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, prompt_len:], reduction="none")
+            out.append(nll.mean(dim=1))
     return torch.cat(out).double().numpy()
 
 
@@ -321,7 +391,9 @@ def rouge_l(tokenizer, generated: torch.Tensor, reference: torch.Tensor) -> np.n
 
 
 # ---- bootstrap intervals over passages -------------------------------------------------------------------------
-def bootstrap_mean(values: Sequence[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_mean(
+    values: Sequence[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """(mean, lower, upper): percentile bootstrap interval of the mean over passages."""
     x = np.asarray(values, dtype=float)
     idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
@@ -337,7 +409,9 @@ def _relative_change_boots(before: np.ndarray, after: np.ndarray, n_boot: int, r
         return a / b - 1
 
 
-def relative_change(before: Sequence[float], after: Sequence[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+def relative_change(
+    before: Sequence[float], after: Sequence[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """(mean(after)/mean(before) − 1, lower, upper), a paired bootstrap over passages."""
     b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     if b.shape != a.shape:
@@ -348,8 +422,13 @@ def relative_change(before: Sequence[float], after: Sequence[float], n_boot: int
 
 
 def difference_of_relative_changes(
-    before_1: Sequence[float], after_1: Sequence[float], before_2: Sequence[float], after_2: Sequence[float],
-    n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+    before_1: Sequence[float],
+    after_1: Sequence[float],
+    before_2: Sequence[float],
+    after_2: Sequence[float],
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> tuple[float, float, float]:
     """(change₁ − change₂, lower, upper) of two books' relative changes, each book's passages resampled apart."""
     rng = np.random.default_rng(seed)
