@@ -96,6 +96,9 @@ def test_fit_thresholds_recovers_a_planted_orthant():
     assert np.array_equal(orthant(s1, s2, fit.t1, fit.t2), planted)
     assert s1[planted].min() >= fit.t1 and s2[planted].min() >= fit.t2
     assert fit.t1 <= 0.7 + 0.2 and fit.t2 <= 0.2 + 0.2
+    only_s1 = s1 >= 0.5  # no s₂ edge: the fit must say so rather than invent one
+    fit = fit_thresholds(only_s1, s1, s2)
+    assert fit.t2 == -np.inf and 0.4 < fit.t1 <= 0.5 and fit.balanced_accuracy == pytest.approx(1.0)
     with pytest.raises(ValueError):
         fit_thresholds(np.ones_like(planted), s1, s2)
 
@@ -128,8 +131,11 @@ def test_lower_edge():
 
 def test_best_cell_breaks_ties_towards_the_smallest_merge():
     lam1, lam2 = np.array([0.0, 1.0, 2.0]), np.array([-1.0, 0.0])
-    loss = np.array([[0.5, 0.4], [0.0, 0.0], [0.0, 0.0]])
+    loss = np.array([[0.5, 0.0], [0.0, 0.0], [0.0, 0.0]])
     error = np.zeros_like(loss)
-    assert best_cell(loss, error, lam1, lam2) == (1, 1)  # (1, 0) is the smallest λ with zero loss
-    error[1, 1] = 0.1
-    assert best_cell(loss, error, lam1, lam2) == (1, 0)
+    assert best_cell(loss, error, lam1, lam2, nonzero=False) == (0, 1)  # λ = (0, 0) itself
+    assert best_cell(loss, error, lam1, lam2) == (1, 0)  # the smallest merge with every λᵢ ≠ 0
+    error[1, 0] = 0.1
+    assert best_cell(loss, error, lam1, lam2) == (2, 0)
+    with pytest.raises(ValueError):
+        best_cell(loss[:, 1:], error[:, 1:], lam1, lam2[1:])

@@ -84,3 +84,30 @@ def test_sparsification():
     assert torch.equal(entries, torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, -2.0], [0.0, 0.0]]))
     with pytest.raises(ValueError, match="fraction"):
         tv.sparsify_rows(1.5)
+
+
+def test_task_vector_on_a_transformers_vit():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    base = transformers.ViTForImageClassification(cfg).eval()
+    tuned = transformers.ViTForImageClassification(cfg).eval()
+    tv = TaskVector.from_models(base, tuned)
+    assert set(tv.keys()) == set(base.state_dict())
+    rebuilt = tv.apply_to(base)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(pixel_values=x).logits, tuned(pixel_values=x).logits, atol=1e-5)
+    low = tv.low_rank(1)
+    assert (
+        torch.linalg.matrix_rank(low.deltas["vit.embeddings.patch_embeddings.projection.weight"].reshape(16, -1)) == 1
+    )

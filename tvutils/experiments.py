@@ -100,6 +100,13 @@ class PairVectors:
         """[ΔΨ_T1, ΔΨ_T2(αᵢ)]."""
         return [self.t1.task_vector, self.t2[i].task_vector]
 
+    def subset(self, keep: Sequence[bool] | np.ndarray) -> PairVectors:
+        """The same pair restricted to the α's where ``keep`` is True (no fine-tuning again)."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != self.alphas.shape:
+            raise ValueError(f"keep has shape {keep.shape}, the α grid {self.alphas.shape}")
+        return PairVectors(self.seed, self.alphas[keep], self.model0, self.t1, [t for t, k in zip(self.t2, keep) if k])
+
 
 def pair_vectors(
     alphas: Sequence[float], data_cfg: DataConfig, learner_cfg: LearnerConfig, train_cfg: TrainConfig, seed: int

@@ -1,8 +1,23 @@
 """Evaluating many merges of the learner at once.
 
 A merged learner is linear in λ: W(λ) = W⁽⁰⁾ + Σᵢ λᵢ ΔWᵢ and V(λ) = V⁽⁰⁾ + Σᵢ λᵢ ΔVᵢ. So the attention scores
-XW(λ)Xᵀ = XW⁽⁰⁾Xᵀ + Σᵢ λᵢ XΔWᵢXᵀ and the values XV(λ)ᵀ are affine in λ too: computed once per term on the
-test set, they give every grid point by a weighted sum, with no model built per point.
+xₛᵀW(λ)x_l and the values V(λ)xₛ are affine in λ: computed once per term (Ψ⁽⁰⁾ and each ΔΨᵢ) on the test set,
+they give every grid point by a weighted sum, with no model built per point.
+
+Two exact ways to finish the forward pass of eq. (3) from there:
+
+* **by token** (used when the test set is built from few distinct tokens, as the noise-free data model is:
+  ±μ and M irrelevant patterns). With u distinct tokens t_j and counts C[n, j] (how often t_j occurs in
+  sample n), the softmax over the P keys of a sample groups by token, for a query token t_q:
+
+      mixed(n, q) = Σ_j C[n,j] e^{K[j,q]} Z[j] / Σ_j C[n,j] e^{K[j,q]},   K = T W(λ) Tᵀ (u, u),  Z = T V(λ)ᵀ (u, m)
+
+  and f(X_n) = (1/P) Σ_q C[n,q] aᵀ ReLU(mixed(n, q)). The whole test set is then one matrix product
+  C (n, u) @ B (u, u·m) per grid point, with B[j, q] = e^{K[j,q]} Z[j]: no (n, P, P) tensor at all.
+* **by position** (any X, e.g. with noise): eq. (3) on the (n, P, P) scores and (n, P, m) values, in blocks of
+  samples small enough to stay in cache.
+
+Both agree with ``evaluate_merges_loop`` (one merged model per point) to float32 rounding.
 """
 
 from __future__ import annotations
@@ -13,15 +28,10 @@ import torch
 from .model import OneLayerTransformer, hinge_loss
 from .task_vector import TaskVector
 
-
-def _terms(model0: OneLayerTransformer, tvs: list[TaskVector], X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores and values of Ψ⁽⁰⁾ and of each task vector on X: (1+k, n, P, P) and (1+k, n, P, m)."""
-    Ws = [model0.W.detach()] + [tv.deltas["W"] for tv in tvs]
-    Vs = [model0.V.detach()] + [tv.deltas["V"] for tv in tvs]
-    Xt = X.transpose(1, 2)  # (n, d, P)
-    scores = torch.stack([X @ W @ Xt for W in Ws])  # (1+k, n, P_s, P_l)
-    values = torch.stack([X @ V.T for V in Vs])  # (1+k, n, P_s, m)
-    return scores, values
+# Largest spread of one query's scores over all tokens for which the by-token softmax (normalised by the
+# maximum over all u tokens, not only those present in a sample) keeps full float32 precision.
+_MAX_SCORE_SPREAD = 40.0
+_BLOCK_BYTES = 1 << 20  # work on blocks of about 1 MiB: they stay in cache
 
 
 @torch.no_grad()
@@ -33,7 +43,28 @@ def evaluate_merges(
     y: torch.Tensor,
     chunk: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean hinge loss and error of Ψ⁽⁰⁾ + Σᵢ λᵢ ΔΨᵢ on (X, y) for every row of ``lambdas`` (G, k) → (G,), (G,)."""
+    """Mean hinge loss and error of Ψ⁽⁰⁾ + Σᵢ λᵢ ΔΨᵢ on (X, y) for every row of ``lambdas`` (G, k) → (G,), (G,).
+
+    ``chunk`` grid points share one pass over the precomputed terms.
+    """
+    out = merged_outputs(model0, task_vectors, lambdas, X, chunk=chunk)  # (G, n)
+    return hinge_loss(out, y).mean(1).numpy(), (torch.sign(out) != y).float().mean(1).numpy()
+
+
+@torch.no_grad()
+def merged_outputs(
+    model0: OneLayerTransformer,
+    task_vectors: list[TaskVector],
+    lambdas: np.ndarray | torch.Tensor,
+    X: torch.Tensor,
+    chunk: int = 16,
+    method: str = "auto",
+) -> torch.Tensor:
+    """f(X; Ψ⁽⁰⁾ + Σᵢ λᵢ ΔΨᵢ) for every row of ``lambdas``: (G, k), (n, P, d) → (G, n).
+
+    ``method``: "token" (few distinct tokens; see the module docstring), "position" (any X), or "auto"
+    (by token when X has at most 2P distinct tokens, else by position).
+    """
     lam = torch.as_tensor(np.asarray(lambdas, dtype=np.float32))
     if lam.ndim != 2 or lam.shape[1] != len(task_vectors):
         raise ValueError(f"lambdas must have shape (G, {len(task_vectors)}), got {tuple(lam.shape)}")
@@ -41,20 +72,99 @@ def evaluate_merges(
         missing = {"W", "V"} - set(tv.deltas)
         if missing:
             raise ValueError(f"task vector lacks the learner's key(s) {sorted(missing)}")
-    scores, values = _terms(model0, task_vectors, X)
+    if X.ndim != 3 or X.shape[2] != model0.cfg.d or X.shape[1] != model0.a.shape[0]:
+        raise ValueError(f"expected X of shape (n, P={model0.a.shape[0]}, d={model0.cfg.d}), got {tuple(X.shape)}")
+    if method not in ("auto", "token", "position"):
+        raise ValueError(f"method must be 'auto', 'token' or 'position', got {method!r}")
     coef = torch.cat([torch.ones(len(lam), 1), lam], dim=1)  # (G, 1+k): Ψ⁽⁰⁾ has coefficient 1
-    a = model0.a  # (P, m)
-    losses, errors = [], []
-    for start in range(0, len(coef), chunk):
-        c = coef[start : start + chunk]  # (g, 1+k)
-        S = torch.einsum("gt,tnsl->gnsl", c, scores)  # (g, n, P_s, P_l)
-        attn = torch.softmax(S, dim=2)  # over keys s
-        Vx = torch.einsum("gt,tnsm->gnsm", c, values)  # (g, n, P_s, m)
-        h = torch.relu(attn.transpose(2, 3) @ Vx)  # (g, n, P_l, m)
-        out = (h * a).sum(-1).mean(-1)  # (g, n)
-        losses.append(hinge_loss(out, y).mean(1))
-        errors.append((torch.sign(out) != y).float().mean(1))
-    return torch.cat(losses).numpy(), torch.cat(errors).numpy()
+    Ws = torch.stack([model0.W.detach()] + [tv.deltas["W"] for tv in task_vectors])  # (1+k, d, d)
+    Vs = torch.stack([model0.V.detach()] + [tv.deltas["V"] for tv in task_vectors])  # (1+k, m, d)
+    n, P, d = X.shape
+    X = X.float()
+    out = torch.empty(len(coef), n)  # (G, n)
+    todo = torch.arange(len(coef))
+    if method != "position":
+        tokens, index = torch.unique(X.reshape(n * P, d), dim=0, return_inverse=True)  # (u, d), (n·P,)
+        if method == "token" or len(tokens) <= 2 * P:
+            by_token = _ByToken(tokens, index.reshape(n, P), Ws, Vs, model0.a)
+            todo = by_token.run(coef, out, chunk)  # points whose scores spread too far are left to do
+    if len(todo):
+        out[todo] = _ByPosition(X, Ws, Vs, model0.a).run(coef[todo], chunk)
+    return out
+
+
+class _ByToken:
+    """Eq. (3) over the distinct tokens of the test set (exact; see the module docstring)."""
+
+    def __init__(self, tokens: torch.Tensor, index: torch.Tensor, Ws: torch.Tensor, Vs: torch.Tensor, a: torch.Tensor):
+        n, P = index.shape
+        u = len(tokens)
+        self.P = P
+        self.C = torch.zeros(n, u).scatter_add_(1, index, torch.ones(n, P))  # (n, u): C[n, j] = #{s: x_s = t_j}
+        self.K = tokens @ Ws @ tokens.T  # (1+k, u_key, u_query): [j, q] = t_jᵀ W t_q
+        self.Z = tokens @ Vs.transpose(1, 2)  # (1+k, u, m): [j] = V t_j
+        if bool((a == a[0]).all()):
+            self.a = a[0]  # (m,) one a for every position: aᵀ ReLU(mixed) is weighted by the count C[n, q]
+            self.A = None
+        else:  # A[n, q] = Σ_{l: x_l = t_q} a_(l): the a-vectors of the positions holding token q
+            self.a = None
+            m = a.shape[1]
+            self.A = torch.zeros(n, u, m).scatter_add_(1, index[..., None].expand(n, P, m), a.expand(n, P, m))
+        m = self.Z.shape[2]
+        self.block = max(1, _BLOCK_BYTES // (4 * u * m))  # samples per block of C @ B
+
+    def run(self, coef: torch.Tensor, out: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Fill out[g] for every point it can do exactly; return the indices of the others."""
+        n, u = self.C.shape
+        m = self.Z.shape[2]
+        left = []
+        buf = torch.empty(self.block, u * m)
+        for start in range(0, len(coef), chunk):
+            c = coef[start : start + chunk]  # (g, 1+k)
+            K = torch.einsum("gt,tjq->gjq", c, self.K)  # (g, u_key, u_query)
+            Z = torch.einsum("gt,tjm->gjm", c, self.Z)  # (g, u, m)
+            top = K.amax(1, keepdim=True)  # (g, 1, u_query)
+            ok = (top[:, 0] - K.amin(1)).amax(1) <= _MAX_SCORE_SPREAD  # (g,)
+            E = torch.exp(K - top)  # (g, u_key, u_query): e^{K[j,q]} up to a factor per query
+            D = torch.einsum("nj,gjq->gnq", self.C, E)  # (g, n, u_query): softmax denominators
+            weight = (self.C if self.A is None else torch.ones_like(self.C)) / (self.P * D)  # (g, n, u_query)
+            for i in range(len(c)):
+                if not ok[i]:
+                    left.append(start + i)
+                    continue
+                B = (E[i, :, :, None] * Z[i, :, None, :]).reshape(u, u * m)  # (u_key, u_query·m)
+                for r in range(0, n, self.block):
+                    N = torch.mm(self.C[r : r + self.block], B, out=buf[: min(self.block, n - r)])  # (b, u·m)
+                    N.relu_()  # ReLU of the numerator = D · ReLU(mixed), as D > 0
+                    if self.A is None:
+                        h = (N.view(-1, m) @ self.a).view(-1, u)  # (b, u_query)
+                    else:
+                        h = (N.view(-1, u, m) * self.A[r : r + self.block]).sum(-1)  # (b, u_query)
+                    out[start + i, r : r + len(h)] = (weight[i, r : r + len(h)] * h).sum(1)
+        return torch.tensor(left, dtype=torch.long)
+
+
+class _ByPosition:
+    """Eq. (3) on every position, for any X, in cache-sized blocks of samples."""
+
+    def __init__(self, X: torch.Tensor, Ws: torch.Tensor, Vs: torch.Tensor, a: torch.Tensor):
+        self.scores = torch.stack([X @ W @ X.transpose(1, 2) for W in Ws])  # (1+k, n, P_s, P_l): x_sᵀ W x_l
+        self.values = torch.stack([X @ V.T for V in Vs])  # (1+k, n, P_s, m): V x_s
+        self.a = a  # (P, m)
+
+    def run(self, coef: torch.Tensor, chunk: int) -> torch.Tensor:
+        _, n, P, m = self.values.shape
+        out = torch.empty(len(coef), n)  # (G, n)
+        for start in range(0, len(coef), chunk):
+            c = coef[start : start + chunk]  # (g, 1+k)
+            block = max(1, _BLOCK_BYTES // (4 * len(c) * P * m))
+            for r in range(0, n, block):
+                S = torch.einsum("gt,tnsl->gnsl", c, self.scores[:, r : r + block])  # (g, b, P_s, P_l)
+                attn = torch.softmax(S, dim=2)  # over keys s
+                Vx = torch.einsum("gt,tnsm->gnsm", c, self.values[:, r : r + block])  # (g, b, P_s, m)
+                h = torch.relu(attn.transpose(2, 3) @ Vx)  # (g, b, P_l, m)
+                out[start : start + len(c), r : r + block] = (h * self.a).sum(-1).mean(-1)  # (g, b)
+        return out
 
 
 @torch.no_grad()

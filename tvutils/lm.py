@@ -365,11 +365,23 @@ def continuation_nll(
 
 
 @torch.no_grad()
-def final_hidden_states(model: nn.Module, ids: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """(N, L, H) last-layer hidden states (after the final norm), the representation α̂ compares."""
+def final_hidden_states(
+    model: nn.Module, ids: torch.Tensor, batch_size: int = 16, inputs: torch.Tensor | None = None, first_top: int = 0
+) -> torch.Tensor:
+    """(N, L, H) last-layer hidden states (after the final norm), the representation α̂ compares.
+
+    ``inputs``/``first_top`` as in ``continuation_nll``: run only the top blocks on precomputed block inputs.
+    """
     out = []
-    for i in range(0, len(ids), batch_size):
-        out.append(model(input_ids=ids[i : i + batch_size], output_hidden_states=True).hidden_states[-1].float())
+    context = top_blocks_only(model, first_top) if inputs is not None else contextlib.nullcontext()
+    with context:
+        for i in range(0, len(ids), batch_size):
+            feed = (
+                {"inputs_embeds": inputs[i : i + batch_size]}
+                if inputs is not None
+                else {"input_ids": ids[i : i + batch_size]}
+            )
+            out.append(model(**feed, output_hidden_states=True).hidden_states[-1].float())
     return torch.cat(out)
 
 
@@ -388,6 +400,23 @@ def rouge_l(tokenizer, generated: torch.Tensor, reference: torch.Tensor) -> np.n
     gen = tokenizer.batch_decode(generated.tolist(), skip_special_tokens=True)
     ref = tokenizer.batch_decode(reference.tolist(), skip_special_tokens=True)
     return np.array([_ROUGE.score(r, g)["rougeL"].fmeasure for g, r in zip(gen, ref)])
+
+
+def score_passages(
+    model: nn.Module,
+    tokenizer,
+    windows: torch.Tensor,
+    prompt_len: int,
+    batch_size: int = 48,
+    inputs: torch.Tensor | None = None,
+    first_top: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(Rouge-L, NLL) per passage: the greedy continuation of each window's first ``prompt_len`` tokens scored
+    against the rest of the window, and the next-token loss of that rest given the true text before it."""
+    generated = greedy_continuations(model, windows[:, :prompt_len], windows.shape[1] - prompt_len, batch_size)
+    rouge = rouge_l(tokenizer, generated, windows[:, prompt_len:])
+    nll = continuation_nll(model, windows, prompt_len, batch_size, inputs=inputs, first_top=first_top)
+    return rouge, nll
 
 
 # ---- bootstrap intervals over passages -------------------------------------------------------------------------

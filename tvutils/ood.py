@@ -125,21 +125,22 @@ def balanced_accuracy(predicted: np.ndarray, observed: np.ndarray) -> float:
 class Thresholds:
     """Fitted edges of the success region in Theorem 3's coordinates."""
 
-    t1: float  # edge in s₁ = Σλᵢγᵢ
-    t2: float  # edge in s₂ = Σλᵢγᵢ²
+    t1: float  # edge in s₁ = Σλᵢγᵢ (−inf: no edge in s₁ inside the grid)
+    t2: float  # edge in s₂ = Σλᵢγᵢ² (−inf: no edge in s₂ inside the grid)
     balanced_accuracy: float  # of the region {s₁ ≥ t₁, s₂ ≥ t₂} against the mask it was fitted on
 
 
 def _cut_points(values: np.ndarray) -> np.ndarray:
-    """Candidate thresholds: below every value, then midway between consecutive distinct values."""
+    """Candidate thresholds: −inf (no condition), then midway between consecutive distinct values."""
     u = np.unique(np.round(np.asarray(values, dtype=float).ravel(), 9))
-    return np.concatenate([[u[0] - 1.0], (u[1:] + u[:-1]) / 2])
+    return np.concatenate([[-np.inf], (u[1:] + u[:-1]) / 2])
 
 
 def fit_thresholds(success: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> Thresholds:
     """The (t₁, t₂) whose region {s₁ ≥ t₁, s₂ ≥ t₂} has the highest balanced accuracy against ``success``.
 
-    Candidates lie midway between neighbouring cells' coordinates, so a threshold sits on the observed edge.
+    Candidates lie midway between neighbouring cells' coordinates, so a threshold sits on the observed edge;
+    −inf means that coordinate needs no threshold on this grid (its edge, if any, lies outside the grid).
     Ties go to the smallest t₁, then the smallest t₂ (the largest region among equally good ones).
     """
     ok = np.asarray(success, dtype=bool).ravel()
@@ -180,14 +181,19 @@ def lower_edge(success: np.ndarray, lam1: ArrayLike) -> np.ndarray:
     return out
 
 
-def best_cell(loss: np.ndarray, error: np.ndarray, lam1: ArrayLike, lam2: ArrayLike) -> tuple[int, int]:
-    """Index (i, j) of the best grid point: lowest loss, then lowest error, then smallest ‖λ‖ (ties broken
-    towards the smallest merge, since many cells can reach zero hinge loss)."""
+def best_cell(
+    loss: np.ndarray, error: np.ndarray, lam1: ArrayLike, lam2: ArrayLike, nonzero: bool = True
+) -> tuple[int, int]:
+    """Index (i, j) of the best grid point: lowest loss, then lowest error, then smallest ‖λ‖ (many cells can
+    reach zero hinge loss; ties go to the smallest edit). ``nonzero`` keeps to λᵢ ≠ 0, as Theorem 3 requires."""
     loss, error = np.asarray(loss, dtype=float), np.asarray(error, dtype=float)
     L1, L2 = np.meshgrid(np.asarray(lam1, dtype=float), np.asarray(lam2, dtype=float), indexing="ij")
     if loss.shape != L1.shape or error.shape != L1.shape:
         raise ValueError(f"loss and error must have shape {L1.shape}")
-    order = np.lexsort((np.hypot(L1, L2).ravel(), error.ravel(), loss.ravel()))
+    barred = ((np.abs(L1) < 1e-12) | (np.abs(L2) < 1e-12)) if nonzero else np.zeros(L1.shape, dtype=bool)
+    if barred.all():
+        raise ValueError("no grid point has every λᵢ ≠ 0")
+    order = np.lexsort((np.hypot(L1, L2).ravel(), error.ravel(), loss.ravel(), barred.ravel()))
     i, j = np.unravel_index(int(order[0]), loss.shape)
     return int(i), int(j)
 
