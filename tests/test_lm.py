@@ -104,6 +104,9 @@ def test_top_blocks_only_matches_the_full_model(tiny, windows):
         top = model(inputs_embeds=inputs).logits
     torch.testing.assert_close(top, full, rtol=1e-5, atol=1e-5)
     assert len(lm.decoder_blocks(model)) == 4 and type(lm.decoder_blocks(model)[0]).__name__ != "_PassThrough"
+    h_full = lm.final_hidden_states(model, windows, batch_size=4)
+    h_top = lm.final_hidden_states(model, windows, batch_size=4, inputs=inputs, first_top=2)
+    assert h_full.shape == (6, 16, 32) and torch.allclose(h_full, h_top, atol=1e-5)
     nll_full = lm.continuation_nll(model, windows, prompt_len=10, batch_size=4)
     nll_top = lm.continuation_nll(model, windows, prompt_len=10, batch_size=4, inputs=inputs, first_top=2)
     assert nll_full.shape == (6,) and np.allclose(nll_full, nll_top, atol=1e-5)
@@ -155,6 +158,13 @@ def test_greedy_continuations_match_a_loop_without_cache(tiny, windows):
         for _ in range(5):
             ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert fast.shape == (6, 5) and torch.equal(fast, ids[:, 8:])
+
+
+def test_score_passages(tiny, windows):
+    model, tokenizer = tiny
+    rouge, nll = lm.score_passages(model, tokenizer, windows, prompt_len=12, batch_size=4)
+    assert rouge.shape == nll.shape == (6,) and ((rouge >= 0) & (rouge <= 1)).all()
+    assert np.allclose(nll, lm.continuation_nll(model, windows, 12))
 
 
 def test_rouge_l(tiny, windows):
