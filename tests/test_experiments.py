@@ -11,8 +11,7 @@ torch.set_num_threads(1)
 
 DATA = DataConfig(d=16, P=8, M=6, disc_frac=0.5)
 LEARNER = ex.learner_config(DATA, m=16)
-TRAIN = TrainConfig(lr=1.0, batch_size=32, max_steps=400, eval_every=25, n_test=300, target_error=None,
-                    target_loss=0.1)
+TRAIN = TrainConfig(lr=1.0, batch_size=32, max_steps=400, eval_every=25, n_test=300, target_error=None, target_loss=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +73,9 @@ def test_success_rules():
 
 def test_lowest_success_and_lower_limit():
     lambdas = np.array([-2.0, -1.0, 0.0, 1.0])
-    success = np.array([[False, False, True, True], [False, False, False, False], [True, False, True, True],
-                        [True, True, True, False]])
+    success = np.array(
+        [[False, False, True, True], [False, False, False, False], [True, False, True, True], [True, True, True, False]]
+    )
     np.testing.assert_array_equal(ex.lowest_success(success, lambdas), [0.0, np.nan, -2.0, -2.0])
     limit, clipped = ex.lower_limit(success, lambdas, start=0.0)
     np.testing.assert_array_equal(limit, [0.0, np.nan, 0.0, -2.0])

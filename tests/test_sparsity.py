@@ -95,7 +95,9 @@ def test_effective_readout():
 
 
 def test_regime_run_small():
-    res = regime_run(DataConfig(d=16, P=6, M=4), LearnerConfig(d=16, m=16, P=6), TrainConfig(max_steps=200, n_test=200), 0)
+    res = regime_run(
+        DataConfig(d=16, P=6, M=4), LearnerConfig(d=16, m=16, P=6), TrainConfig(max_steps=200, n_test=200), 0
+    )
     row = res.summary()
     assert len(res.norms) == 16 and row["steps"] > 0
     assert set(row) >= {"large fraction", "separation D", "two groups"}

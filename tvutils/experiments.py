@@ -182,8 +182,9 @@ def sweep_pairs(
         t1_test = test_set(pair.t1.task, n_test, 1000 * pair.seed + 1)
         for i in progress(range(A), desc=f"sweep λ over α (seed {pair.seed})"):
             t2_test = test_set(pair.t2[i].task, n_test, 1000 * pair.seed + 300 + alpha_code(alphas[i]))
-            loss[s, :, i], error[s, :, i] = sweep_merges(pair.model0, pair.task_vectors(i), coef,
-                                                         [t1_test, t2_test], transform)
+            loss[s, :, i], error[s, :, i] = sweep_merges(
+                pair.model0, pair.task_vectors(i), coef, [t1_test, t2_test], transform
+            )
             ft_loss[s, :, i] = pair.t1.final_loss, pair.t2[i].final_loss
             reached[s, :, i] = pair.t1.reached, pair.t2[i].reached
             cosine[s, i] = pair.t1.task_vector.cosine(pair.t2[i].task_vector)
@@ -211,9 +212,7 @@ def learned_threshold(lambdas: np.ndarray, eps: float, eps_factor: float, beta: 
     return eps_factor * eps + np.abs(np.asarray(lambdas, dtype=float)) * beta
 
 
-def addition_success(
-    loss: np.ndarray, lambdas: np.ndarray, eps: float, eps_factor: float, beta: float
-) -> np.ndarray:
+def addition_success(loss: np.ndarray, lambdas: np.ndarray, eps: float, eps_factor: float, beta: float) -> np.ndarray:
     """Theorem 1's outcome: T1 loss ≤ kε + |λ|β and T2 loss ≤ kε. ``loss`` (…, 2, A, L) → (…, A, L) bool."""
     loss = np.asarray(loss)
     t1_ok = loss[..., 0, :, :] <= learned_threshold(lambdas, eps, eps_factor, beta)

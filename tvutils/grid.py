@@ -22,6 +22,10 @@ Both agree with ``evaluate_merges_loop`` (one merged model per point) to float32
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 import numpy as np
 import torch
 
@@ -32,6 +36,7 @@ from .task_vector import TaskVector
 # maximum over all u tokens, not only those present in a sample) keeps full float32 precision.
 _MAX_SCORE_SPREAD = 40.0
 _BLOCK_BYTES = 1 << 20  # work on blocks of about 1 MiB: they stay in cache
+T = TypeVar("T")
 
 
 @torch.no_grad()
@@ -114,13 +119,22 @@ class _ByToken:
         self.block = max(1, _BLOCK_BYTES // (4 * u * m))  # samples per block of C @ B
 
     def run(self, coef: torch.Tensor, out: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Fill out[g] for every point it can do exactly; return the indices of the others."""
+        """Fill out[g] for every point it can do exactly; return the indices of the others.
+
+        The work is many small products that stay in cache, too small to be shared among threads one at a time:
+        instead each of torch's threads takes a contiguous share of the grid points (intra-op threads off).
+        """
+        parts = _in_threads(lambda first, stop: self._run_points(coef, out, chunk, first, stop), len(coef), chunk)
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def _run_points(self, coef: torch.Tensor, out: torch.Tensor, chunk: int, first: int, stop: int) -> torch.Tensor:
         n, u = self.C.shape
         m = self.Z.shape[2]
         left = []
         buf = torch.empty(self.block, u * m)
-        for start in range(0, len(coef), chunk):
-            c = coef[start : start + chunk]  # (g, 1+k)
+        for start in range(first, stop, chunk):
+            c = coef[start : min(start + chunk, stop)]  # (g, 1+k)
             K = torch.einsum("gt,tjq->gjq", c, self.K)  # (g, u_key, u_query)
             Z = torch.einsum("gt,tjm->gjm", c, self.Z)  # (g, u, m)
             top = K.amax(1, keepdim=True)  # (g, 1, u_query)
@@ -153,10 +167,15 @@ class _ByPosition:
         self.a = a  # (P, m)
 
     def run(self, coef: torch.Tensor, chunk: int) -> torch.Tensor:
+        out = torch.empty(len(coef), self.values.shape[1])  # (G, n)
+        _in_threads(lambda first, stop: self._run_points(coef, out, chunk, first, stop), len(coef), chunk)
+        return out
+
+    @torch.no_grad()
+    def _run_points(self, coef: torch.Tensor, out: torch.Tensor, chunk: int, first: int, stop: int) -> None:
         _, n, P, m = self.values.shape
-        out = torch.empty(len(coef), n)  # (G, n)
-        for start in range(0, len(coef), chunk):
-            c = coef[start : start + chunk]  # (g, 1+k)
+        for start in range(first, stop, chunk):
+            c = coef[start : min(start + chunk, stop)]  # (g, 1+k)
             block = max(1, _BLOCK_BYTES // (4 * len(c) * P * m))
             for r in range(0, n, block):
                 S = torch.einsum("gt,tnsl->gnsl", c, self.scores[:, r : r + block])  # (g, b, P_s, P_l)
@@ -164,7 +183,26 @@ class _ByPosition:
                 Vx = torch.einsum("gt,tnsm->gnsm", c, self.values[:, r : r + block])  # (g, b, P_s, m)
                 h = torch.relu(attn.transpose(2, 3) @ Vx)  # (g, b, P_l, m)
                 out[start : start + len(c), r : r + block] = (h * self.a).sum(-1).mean(-1)  # (g, b)
-        return out
+
+
+def _in_threads(work: Callable[[int, int], T], n_points: int, chunk: int) -> list[T]:
+    """Run work(first, stop) on contiguous shares of the grid points, one share per torch thread.
+
+    The per-point work is many small products that stay in cache, too small to split among threads one at a
+    time (on a busy machine every split waits for a sleeping thread). So each thread takes whole points, with
+    torch's intra-op threading off meanwhile (restored after).
+    """
+    workers = max(1, min(torch.get_num_threads(), n_points // max(1, chunk)))
+    if workers == 1:
+        return [work(0, n_points)]
+    bounds = np.linspace(0, n_points, workers + 1).round().astype(int)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda i: work(int(bounds[i]), int(bounds[i + 1])), range(workers)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @torch.no_grad()

@@ -44,7 +44,9 @@ def leading_directions(t: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray,
     return (U * sign).numpy(), S.numpy(), (Vh * sign[:, None]).numpy()
 
 
-def direction_alignment(vectors: np.ndarray, references: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, np.ndarray]:
+def direction_alignment(
+    vectors: np.ndarray, references: Mapping[str, torch.Tensor | np.ndarray]
+) -> dict[str, np.ndarray]:
     """|cos| between each row of ``vectors`` (k, d) and each named reference direction (d,) → name: (k,)."""
     vec = np.asarray(vectors, dtype=float)
     vec = vec / np.linalg.norm(vec, axis=1, keepdims=True)

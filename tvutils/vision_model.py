@@ -101,11 +101,12 @@ def train_classifier(model: ViTForImageClassification, x: torch.Tensor, y: torch
     gen = torch.Generator().manual_seed(seed)
     n_steps = max(1, int(round(epochs * len(y) / batch_size)))
     order = torch.cat([torch.randperm(len(y), generator=gen) for _ in range(int(np.ceil(epochs)) + 1)])
-    size = model.config.image_size
+    size, device = model.config.image_size, next(model.parameters()).device
     model.train()
     for step in progress(range(n_steps), desc=desc):
         idx = order[step * batch_size:(step + 1) * batch_size]
-        loss = F.cross_entropy(model(pixel_values=prepare(x[idx], size)).logits, y[idx])
+        logits_ = model(pixel_values=prepare(x[idx].to(device), size)).logits
+        loss = F.cross_entropy(logits_, y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -187,9 +188,10 @@ def fine_tune(base: ViTForImageClassification, x: torch.Tensor, y: torch.Tensor,
 # ---- evaluation ---------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def logits(model: ViTForImageClassification, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits (N, C) in batches."""
-    size = model.config.image_size
-    return torch.cat([model(pixel_values=prepare(x[i:i + batch_size], size)).logits for i in range(0, len(x), batch_size)])
+    """Logits (N, C) in batches, on the CPU (the model may sit on another device)."""
+    size, device = model.config.image_size, next(model.parameters()).device
+    return torch.cat([model(pixel_values=prepare(x[i:i + batch_size].to(device), size)).logits.float().cpu()
+                      for i in range(0, len(x), batch_size)])
 
 
 def margins(model: ViTForImageClassification, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -271,3 +273,53 @@ def blockwise_cosine(tv1: TaskVector, tv2: TaskVector) -> dict[str, tuple[float,
         acc[1] += float(a @ a)
         acc[2] += float(c @ c)
     return {b: (d / max(np.sqrt(n1 * n2), 1e-30), d / total if total else float("nan")) for b, (d, n1, n2) in out.items()}
+
+
+# ---- λ sweeps and the selection of "best λ" -------------------------------------------------------------------
+def sweep_margins(merger: Merger, coefficients: list[tuple[float, ...]], x: torch.Tensor,
+                  batch_size: int = 1000, desc: str = "λ sweep") -> torch.Tensor:
+    """Margins of Ψ⁽⁰⁾ + Σᵢ λᵢ ΔΨᵢ on x for every coefficient tuple: shape (len(coefficients), N)."""
+    return torch.stack([merger.margins(lams, x, batch_size) for lams in progress(coefficients, desc=desc)])
+
+
+def accuracy_rows(sweep: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> np.ndarray:
+    """Accuracy (%) of each row of a margin sweep, on the items where ``mask`` is True (all by default)."""
+    if mask is not None:
+        sweep, y = sweep[:, mask], y[mask]
+    return 100.0 * ((sweep > 0).long() == y[None]).double().mean(dim=1).numpy()
+
+
+def half_masks(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint random halves of range(n) as boolean masks (select on the first, score on the second)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    first = torch.zeros(n, dtype=torch.bool)
+    first[perm[: n // 2]] = True
+    return first, ~first
+
+
+def select_addition(acc1: np.ndarray, acc2: np.ndarray) -> int:
+    """Multi-task rule: the λ with the highest mean of the two tasks' accuracies (first one on ties)."""
+    return int(np.argmax((np.asarray(acc1) + np.asarray(acc2)) / 2))
+
+
+def select_unlearning(acc1: np.ndarray, acc2: np.ndarray, lambdas: np.ndarray, t1_reference: float,
+                      keep: float = 0.95) -> int:
+    """Unlearning rule: among λ ≤ 0 keeping T1 at ≥ ``keep`` × its reference accuracy, the lowest T2 accuracy
+    (ties: the λ nearest 0). λ = 0 always qualifies when it is the single-task model's own accuracy."""
+    lambdas = np.asarray(lambdas)
+    ok = (lambdas <= 1e-12) & (np.asarray(acc1) >= keep * t1_reference - 1e-9)
+    if not ok.any():
+        raise ValueError("no λ ≤ 0 keeps T1: the reference accuracy is above every λ's")
+    candidates = np.flatnonzero(ok)
+    best = min(candidates, key=lambda i: (round(float(acc2[i]), 9), abs(float(lambdas[i]))))
+    return int(best)
+
+
+def choose_lambda(use: str, acc1: np.ndarray, acc2: np.ndarray, lambdas: np.ndarray, t1_reference: float,
+                  keep: float = 0.95) -> int:
+    """Index of "best λ" for ``use`` = "multi-task" (``select_addition``) or "unlearning" (``select_unlearning``)."""
+    if use == "multi-task":
+        return select_addition(acc1, acc2)
+    if use == "unlearning":
+        return select_unlearning(acc1, acc2, lambdas, t1_reference, keep)
+    raise ValueError(f"unknown use {use!r}; 'multi-task' or 'unlearning'")

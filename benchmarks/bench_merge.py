@@ -1,0 +1,257 @@
+"""Benchmark: streaming task arithmetic on a generated Llama-style checkpoint.
+
+OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoint with two fine-tuned copies, by
+
+* ``stream``    ``python -m tvutils merge`` (tvutils.checkpoint: one tensor at a time, reused buffers),
+* ``memory``    the in-memory computation: load the three models whole, merge, save,
+* ``mergekit``  ``mergekit-yaml`` with ``merge_method: task_arithmetic`` (optional extra ``bench``),
+* ``io``        the machine's own limit: read every input file and write one output of the same size (fsync'd,
+                as the stream's output is), no arithmetic.
+
+Each runs in its own process, measured side by side in one run: wall time and peak RSS (from wait4). The
+streamed output is compared with the in-memory one (and mergekit's) tensor by tensor. Ratios are what to
+read; absolute times on a shared machine are noise.
+
+    python benchmarks/bench_merge.py                       # about 1.2 GB per model (minutes)
+    python benchmarks/bench_merge.py --hidden 64 --layers 2 --vocab 256   # a tiny run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAMBDAS = (1.0, -0.6)
+
+
+# ---- the generated checkpoints --------------------------------------------------------------------------------
+def llama_shapes(hidden: int, intermediate: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a Llama causal LM (untied embeddings), in Hugging Face order."""
+    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes[p + f"self_attn.{proj}.weight"] = (hidden, hidden)
+        shapes[p + "mlp.gate_proj.weight"] = (intermediate, hidden)
+        shapes[p + "mlp.up_proj.weight"] = (intermediate, hidden)
+        shapes[p + "mlp.down_proj.weight"] = (hidden, intermediate)
+        shapes[p + "input_layernorm.weight"] = (hidden,)
+        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def generate(folder: Path, shapes: dict, shards: int, task: int, config: dict) -> None:
+    """A sharded checkpoint: base weights (seeded per tensor), plus 0.01·noise for task > 0."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = list(shapes)
+    total = sum(torch.Size(s).numel() for s in shapes.values())
+    groups, current, size = [], [], 0
+    for key in keys:  # cut into shards of about equal size
+        current.append(key)
+        size += torch.Size(shapes[key]).numel()
+        if size >= total * (len(groups) + 1) / shards and len(groups) < shards - 1:
+            groups.append(current)
+            current = []
+    groups.append(current)
+    weight_map = {}
+    for s, group in enumerate(groups):
+        name = f"model-{s + 1:05d}-of-{len(groups):05d}.safetensors"
+        tensors = {}
+        for key in group:
+            i = keys.index(key)
+            t = torch.randn(shapes[key], generator=torch.Generator().manual_seed(i)) * 0.02
+            if task:
+                t += 0.01 * torch.randn(shapes[key], generator=torch.Generator().manual_seed(1_000_003 * task + i))
+            tensors[key] = t
+            weight_map[key] = name
+        save_file(tensors, folder / name, metadata={"format": "pt"})
+        del tensors
+    index = {"metadata": {"total_size": 4 * total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+
+# ---- the methods, each run in its own process -------------------------------------------------------------------
+def in_memory(base: str, tuned: list[str], out: str) -> None:
+    """Load every model whole, merge in memory, save with the base's shard layout."""
+    import torch  # noqa: F401
+    from safetensors.torch import load_file, save_file
+
+    def load(folder: str) -> dict:
+        index = json.loads((Path(folder) / "model.safetensors.index.json").read_text())
+        sd = {}
+        for shard in dict.fromkeys(index["weight_map"].values()):
+            sd.update(load_file(Path(folder) / shard))
+        return sd
+
+    b = load(base)
+    models = [load(t) for t in tuned]
+    merged = {k: v + sum(lam * (m[k] - v) for lam, m in zip(LAMBDAS, models)) for k, v in b.items()}
+    index = json.loads((Path(base) / "model.safetensors.index.json").read_text())
+    Path(out).mkdir(parents=True)
+    for shard in dict.fromkeys(index["weight_map"].values()):
+        part = {k: merged[k] for k, s in index["weight_map"].items() if s == shard}
+        save_file(part, Path(out) / shard, metadata={"format": "pt"})
+    shutil.copy(Path(base) / "model.safetensors.index.json", Path(out))
+
+
+def io_limit(inputs: list[str], out: str) -> None:
+    """Read every input file, write one output as large as the largest model, fsync: no arithmetic."""
+    buf = bytearray(64 << 20)
+    view = memoryview(buf)
+    size = 0
+    for folder in inputs:
+        folder_size = 0
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            with open(f, "rb") as fh:
+                while n := fh.readinto(view):
+                    folder_size += n
+        size = max(size, folder_size)
+    with open(out, "wb") as fh:
+        while size > 0:
+            n = min(size, len(buf))
+            fh.write(view[:n])
+            size -= n
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB) of that process and its children."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} … failed ({proc.returncode}):\n{err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def compare(reference: Path, other: Path) -> float:
+    """Largest |other − reference| / max|reference| over the tensors of two sharded outputs."""
+    from safetensors import safe_open
+
+    def tensors(folder: Path) -> dict[str, Path]:
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        return {k: folder / s for k, s in index["weight_map"].items()}
+
+    ref, oth = tensors(reference), tensors(other)
+    if set(ref) != set(oth):
+        raise AssertionError(f"{other} has different keys from {reference}")
+    worst = 0.0
+    for key, path in ref.items():
+        with safe_open(path, "pt") as a, safe_open(oth[key], "pt") as b:
+            x, z = a.get_tensor(key), b.get_tensor(key)
+            worst = max(worst, float((z.float() - x.float()).abs().max() / x.float().abs().max().clamp_min(1e-30)))
+    return worst
+
+
+# ---- the benchmark ------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--intermediate", type=int, default=None, help="default: 8/3 · hidden")
+    parser.add_argument("--layers", type=int, default=36)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--shards", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=ROOT / "_cache" / "bench" / "merge")
+    parser.add_argument("--methods", nargs="+", default=["io", "stream", "memory", "mergekit"])
+    parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
+    args = parser.parse_args(argv)
+    inter = args.intermediate or 8 * args.hidden // 3
+    shapes = llama_shapes(args.hidden, inter, args.layers, args.vocab)
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": args.hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": max(1, args.hidden // 64),
+        "num_key_value_heads": max(1, args.hidden // 64),
+        "vocab_size": args.vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float32",
+    }
+    work = args.workdir
+    if work.exists():
+        shutil.rmtree(work)
+    models = {name: work / name for name in ("base", "A", "B")}
+    start = time.perf_counter()
+    for task, folder in enumerate(models.values()):
+        generate(folder, shapes, args.shards, task, config)
+    size_mb = sum(f.stat().st_size for f in models["base"].glob("*.safetensors")) / 2**20
+    print(f"generated 3 checkpoints: {len(shapes)} tensors, {args.shards} shards, {size_mb:.0f} MB each "
+          f"({time.perf_counter() - start:.0f} s)")
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    py, me = sys.executable, str(Path(__file__).resolve())
+    tuned = [str(models["A"]), str(models["B"])]
+    mergekit = Path(sys.executable).parent / "mergekit-yaml"
+    commands = {
+        "io": [py, me, "_io", str(work / "io.out"), str(models["base"]), *tuned],
+        "stream": [py, "-m", "tvutils", "merge", "--base", str(models["base"]), "--finetuned", *tuned,
+                   "--lambdas", *map(str, LAMBDAS), "--out", str(work / "stream"), "--quiet"],
+        "memory": [py, me, "_memory", str(models["base"]), *tuned, str(work / "memory")],
+    }
+    if mergekit.exists():
+        spec = {"merge_method": "task_arithmetic", "base_model": str(models["base"]), "dtype": "float32",
+                "parameters": {"normalize": False},
+                "models": [{"model": t, "parameters": {"weight": lam}} for t, lam in zip(tuned, LAMBDAS)]}
+        (work / "mergekit.yml").write_text(json.dumps(spec))
+        commands["mergekit"] = [str(mergekit), str(work / "mergekit.yml"), str(work / "mergekit"), "--quiet",
+                                "--no-copy-tokenizer", "--no-write-model-card"]
+    results = {}
+    for name in args.methods:
+        if name not in commands:
+            print(f"{name}: skipped (mergekit not installed: pip install -e '.[bench]' -c constraints)")
+            continue
+        results[name] = measure(commands[name], env)
+        print(f"{name:9s} {results[name][0]:7.1f} s  {results[name][1]:7.0f} MB peak RSS", flush=True)
+
+    errors = {}
+    if "stream" in results and "memory" in results:
+        errors["stream"] = compare(work / "memory", work / "stream")
+    if "mergekit" in results and "memory" in results:
+        errors["mergekit"] = compare(work / "memory", work / "mergekit")
+    print(f"\nmodel: {len(shapes)} tensors, {size_mb:.0f} MB per checkpoint; largest tensor "
+          f"{max(4 * __import__('math').prod(s) for s in shapes.values()) / 2**20:.0f} MB")
+    ref = results.get("io")
+    print(f"{'method':9s} {'wall / io':>10s} {'RSS MB':>8s} {'max rel. diff':>14s}")
+    for name, (wall, rss) in results.items():
+        ratio = f"{wall / ref[0]:10.2f}" if ref else f"{'-':>10s}"
+        diff = f"{errors[name]:14.1e}" if name in errors else f"{'':14s}"
+        print(f"{name:9s} {ratio} {rss:8.0f} {diff}")
+    if "stream" in results and "mergekit" in results:
+        s, m = results["stream"], results["mergekit"]
+        print(f"stream vs mergekit: {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+    if "stream" in results and "memory" in results:
+        s, m = results["stream"], results["memory"]
+        print(f"stream vs memory:   {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+    if not args.keep:
+        shutil.rmtree(work)
+    return {"results": results, "errors": errors, "size_mb": size_mb, "tensors": len(shapes)}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_memory":
+        in_memory(sys.argv[2], sys.argv[3:-1], sys.argv[-1])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_io":
+        io_limit(sys.argv[3:], sys.argv[2])
+    else:
+        main()
