@@ -107,7 +107,7 @@ def in_memory(base: str, tuned: list[str], out: str) -> None:
     shutil.copy(Path(base) / "model.safetensors.index.json", Path(out))
 
 
-def io_limit(inputs: list[str], out: str) -> None:
+def io_limit(inputs: list[str], out: str, fsync: bool = True) -> None:
     """Read every input file, write one output as large as the largest model, fsync: no arithmetic."""
     buf = bytearray(64 << 20)
     view = memoryview(buf)
@@ -125,7 +125,8 @@ def io_limit(inputs: list[str], out: str) -> None:
             fh.write(view[:n])
             size -= n
         fh.flush()
-        os.fsync(fh.fileno())
+        if fsync:
+            os.fsync(fh.fileno())
 
 
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
@@ -145,9 +146,11 @@ def compare(reference: Path, other: Path) -> float:
     """Largest |other − reference| / max|reference| over the tensors of two sharded outputs."""
     from safetensors import safe_open
 
+    sys.path.insert(0, str(ROOT))
+    from tvutils.checkpoint import Checkpoint
+
     def tensors(folder: Path) -> dict[str, Path]:
-        index = json.loads((folder / "model.safetensors.index.json").read_text())
-        return {k: folder / s for k, s in index["weight_map"].items()}
+        return {k: info.file for k, info in Checkpoint(folder).tensors.items()}
 
     ref, oth = tensors(reference), tensors(other)
     if set(ref) != set(oth):
@@ -169,7 +172,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=ROOT / "_cache" / "bench" / "merge")
-    parser.add_argument("--methods", nargs="+", default=["io", "stream", "memory", "mergekit"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["io", "io-nosync", "stream", "stream-nosync", "memory", "mergekit"]
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
     args = parser.parse_args(argv)
     inter = args.intermediate or 8 * args.hidden // 3
@@ -193,29 +198,73 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work)
     models = {name: work / name for name in ("base", "A", "B")}
     start = time.perf_counter()
-    for task, folder in enumerate(models.values()):
-        generate(folder, shapes, args.shards, task, config)
-    size_mb = sum(f.stat().st_size for f in models["base"].glob("*.safetensors")) / 2**20
-    print(f"generated 3 checkpoints: {len(shapes)} tensors, {args.shards} shards, {size_mb:.0f} MB each "
-          f"({time.perf_counter() - start:.0f} s)")
-
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     py, me = sys.executable, str(Path(__file__).resolve())
+    # In a child process: this one must stay small (a child's peak RSS counts its parent's from before exec).
+    spec = json.dumps(
+        {"shapes": shapes, "shards": args.shards, "config": config, "models": [str(m) for m in models.values()]}
+    )
+    subprocess.run([py, me, "_generate", spec], check=True, env=env)
+    size_mb = sum(f.stat().st_size for f in models["base"].glob("*.safetensors")) / 2**20
+    print(
+        f"generated 3 checkpoints: {len(shapes)} tensors, {args.shards} shards, {size_mb:.0f} MB each "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
     tuned = [str(models["A"]), str(models["B"])]
     mergekit = Path(sys.executable).parent / "mergekit-yaml"
     commands = {
         "io": [py, me, "_io", str(work / "io.out"), str(models["base"]), *tuned],
-        "stream": [py, "-m", "tvutils", "merge", "--base", str(models["base"]), "--finetuned", *tuned,
-                   "--lambdas", *map(str, LAMBDAS), "--out", str(work / "stream"), "--quiet"],
+        "stream": [
+            py,
+            "-m",
+            "tvutils",
+            "merge",
+            "--base",
+            str(models["base"]),
+            "--finetuned",
+            *tuned,
+            "--lambdas",
+            *map(str, LAMBDAS),
+            "--out",
+            str(work / "stream"),
+            "--quiet",
+        ],
+        "io-nosync": [py, me, "_io-nosync", str(work / "io.out"), str(models["base"]), *tuned],
+        "stream-nosync": [
+            py,
+            "-m",
+            "tvutils",
+            "merge",
+            "--base",
+            str(models["base"]),
+            "--finetuned",
+            *tuned,
+            "--lambdas",
+            *map(str, LAMBDAS),
+            "--out",
+            str(work / "stream-nosync"),
+            "--quiet",
+            "--no-fsync",
+        ],
         "memory": [py, me, "_memory", str(models["base"]), *tuned, str(work / "memory")],
     }
     if mergekit.exists():
-        spec = {"merge_method": "task_arithmetic", "base_model": str(models["base"]), "dtype": "float32",
-                "parameters": {"normalize": False},
-                "models": [{"model": t, "parameters": {"weight": lam}} for t, lam in zip(tuned, LAMBDAS)]}
+        spec = {
+            "merge_method": "task_arithmetic",
+            "base_model": str(models["base"]),
+            "dtype": "float32",
+            "parameters": {"normalize": False},
+            "models": [{"model": t, "parameters": {"weight": lam}} for t, lam in zip(tuned, LAMBDAS)],
+        }
         (work / "mergekit.yml").write_text(json.dumps(spec))
-        commands["mergekit"] = [str(mergekit), str(work / "mergekit.yml"), str(work / "mergekit"), "--quiet",
-                                "--no-copy-tokenizer", "--no-write-model-card"]
+        commands["mergekit"] = [
+            str(mergekit),
+            str(work / "mergekit.yml"),
+            str(work / "mergekit"),
+            "--quiet",
+            "--no-copy-tokenizer",
+            "--no-write-model-card",
+        ]
     results = {}
     for name in args.methods:
         if name not in commands:
@@ -224,22 +273,28 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = measure(commands[name], env)
         print(f"{name:9s} {results[name][0]:7.1f} s  {results[name][1]:7.0f} MB peak RSS", flush=True)
 
-    errors = {}
-    if "stream" in results and "memory" in results:
-        errors["stream"] = compare(work / "memory", work / "stream")
+    errors = {}  # compared after every measurement: comparing loads torch into this process
+    for name in ("stream", "stream-nosync"):
+        if name in results and "memory" in results:
+            errors[name] = compare(work / "memory", work / name)
     if "mergekit" in results and "memory" in results:
         errors["mergekit"] = compare(work / "memory", work / "mergekit")
-    print(f"\nmodel: {len(shapes)} tensors, {size_mb:.0f} MB per checkpoint; largest tensor "
-          f"{max(4 * __import__('math').prod(s) for s in shapes.values()) / 2**20:.0f} MB")
+    print(
+        f"\nmodel: {len(shapes)} tensors, {size_mb:.0f} MB per checkpoint; largest tensor "
+        f"{max(4 * __import__('math').prod(s) for s in shapes.values()) / 2**20:.0f} MB"
+    )
     ref = results.get("io")
     print(f"{'method':9s} {'wall / io':>10s} {'RSS MB':>8s} {'max rel. diff':>14s}")
     for name, (wall, rss) in results.items():
         ratio = f"{wall / ref[0]:10.2f}" if ref else f"{'-':>10s}"
         diff = f"{errors[name]:14.1e}" if name in errors else f"{'':14s}"
         print(f"{name:9s} {ratio} {rss:8.0f} {diff}")
-    if "stream" in results and "mergekit" in results:
-        s, m = results["stream"], results["mergekit"]
-        print(f"stream vs mergekit: {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+    for name in ("stream", "stream-nosync"):
+        if name in results and "mergekit" in results:
+            s, m = results[name], results["mergekit"]
+            print(f"{name} vs mergekit: {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+    if "stream-nosync" in results and "io-nosync" in results:
+        print(f"stream-nosync / io-nosync: {results['stream-nosync'][0] / results['io-nosync'][0]:.2f}")
     if "stream" in results and "memory" in results:
         s, m = results["stream"], results["memory"]
         print(f"stream vs memory:   {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
@@ -249,9 +304,15 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "_memory":
+    if len(sys.argv) > 1 and sys.argv[1] == "_generate":
+        spec = json.loads(sys.argv[2])
+        for task, folder in enumerate(spec["models"]):
+            generate(
+                Path(folder), {k: tuple(v) for k, v in spec["shapes"].items()}, spec["shards"], task, spec["config"]
+            )
+    elif len(sys.argv) > 1 and sys.argv[1] == "_memory":
         in_memory(sys.argv[2], sys.argv[3:-1], sys.argv[-1])
-    elif len(sys.argv) > 1 and sys.argv[1] == "_io":
-        io_limit(sys.argv[3:], sys.argv[2])
+    elif len(sys.argv) > 1 and sys.argv[1] in ("_io", "_io-nosync"):
+        io_limit(sys.argv[3:], sys.argv[2], fsync=sys.argv[1] == "_io")
     else:
         main()

@@ -40,7 +40,9 @@ if "google.colab" in sys.modules:
         check=True,
     )
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/tvbook[case-studies]"], check=True)
-    subprocess.run(["bash", "/content/tvbook/tools/install_data_text.sh"], check=True, env={**os.environ, "PY": sys.executable})
+    subprocess.run(
+        ["bash", "/content/tvbook/tools/install_data_text.sh"], check=True, env={**os.environ, "PY": sys.executable}
+    )
     sys.path.insert(0, "/content/tvbook")
     os.chdir("/content/tvbook/notebooks")
 
@@ -52,6 +54,7 @@ overrides = {}  # any parameter of DEFAULTS by name, e.g. {"lora_rank": 4}
 import hashlib
 import json
 import warnings
+from functools import partial
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # tqdm.auto warns that ipywidgets is missing; the bars are off in builds
@@ -83,7 +86,7 @@ DEFAULTS = {
     # fine-tuning [choice]: LoRA on every linear layer of the last blocks only (the first blocks stay shared)
     "train_layers": 8,  # blocks trained, counted from the top
     "base_rank": 16,  # LoRA rank of Ψ⁽⁰⁾' (base fine-tuned on all three books, merged)
-    "base_epochs": 10,
+    "base_epochs": 8,
     "base_lr": 2e-3,
     "lora_rank": 8,  # rank of the low-rank task vector ΔΨ_A
     "forget_epochs": 4,
@@ -160,7 +163,10 @@ books = {
 }
 ROLE = {"A": "A (forget)", "B": "B (close)", "C": "C (far)"}
 window_len = P.prompt_len + P.continuation_len
-windows = {k: torch.tensor(text.token_windows(lm.encode(tokenizer, b.text), P.n_passages, window_len)) for k, b in books.items()}
+windows = {
+    k: torch.tensor(text.token_windows(lm.encode(tokenizer, b.text), P.n_passages, window_len))
+    for k, b in books.items()
+}
 all_windows = torch.cat(list(windows.values())).to(P.device)  # (3n, L): A's, then B's, then C's
 rows = slice(0, P.n_passages), slice(P.n_passages, 2 * P.n_passages), slice(2 * P.n_passages, 3 * P.n_passages)
 part = dict(zip("ABC", rows))
@@ -195,8 +201,15 @@ def cache_path(kind: str, **depends):
     return cache_dir("lm", P.model.replace("/", "--")) / f"{kind}-{key}.safetensors"
 
 
-SHARED = {"model": P.model, "texts": {k: b.digest() for k, b in books.items()}, "n": P.n_passages, "L": window_len,
-          "train_layers": P.train_layers, "batch_size": P.batch_size, "seed": P.seed}
+SHARED = {
+    "model": P.model,
+    "texts": {k: b.digest() for k, b in books.items()},
+    "n": P.n_passages,
+    "L": window_len,
+    "train_layers": P.train_layers,
+    "batch_size": P.batch_size,
+    "seed": P.seed,
+}
 
 # %% [markdown]
 # ## The base model and α̂: how aligned are the three books?
@@ -206,13 +219,25 @@ SHARED = {"model": P.model, "texts": {k: b.digest() for k, b in books.items()}, 
 # the two fine-tunes' changes of the last hidden state, $f(X;\Psi^*_{\mathcal{T}}) - f(X;\Psi^{(0)})$.
 
 # %%
-base_rouge, base_nll = lm.score_passages(model, tokenizer, all_windows, P.prompt_len, P.eval_batch_size, inputs, first_top)
+base_rouge, base_nll = lm.score_passages(
+    model, tokenizer, all_windows, P.prompt_len, P.eval_batch_size, inputs, first_top
+)
 reference = lm.final_hidden_states(model, all_windows, P.eval_batch_size, inputs, first_top)
 states, alpha_losses = {}, {}
 for k in "ABC":
     path = cache_path("alpha", book=k, rank=P.lora_rank, epochs=P.alpha_epochs, lr=P.alpha_lr, **SHARED)
-    train = lambda k=k: lm.fine_tune_lora(model, windows[k].to(P.device), P.lora_rank, P.train_layers,  # noqa: E731
-                                          P.alpha_epochs, P.alpha_lr, P.batch_size, P.seed, inputs=inputs[part[k]])
+    train = partial(
+        lm.fine_tune_lora,
+        model,
+        windows[k].to(P.device),
+        P.lora_rank,
+        P.train_layers,
+        P.alpha_epochs,
+        P.alpha_lr,
+        P.batch_size,
+        P.seed,
+        inputs=inputs[part[k]],
+    )
     factors, alpha_losses[k], _ = lm.cached_lora(path, train)
     with lm.task_arithmetic(model, lm.task_vector_from_factors(factors), 1.0):
         states[k] = lm.final_hidden_states(model, all_windows, P.eval_batch_size, inputs, first_top)
@@ -233,8 +258,18 @@ alpha_table.round(3)
 
 # %%
 path = cache_path("base", rank=P.base_rank, epochs=P.base_epochs, lr=P.base_lr, **SHARED)
-train = lambda: lm.fine_tune_lora(model, all_windows, P.base_rank, P.train_layers, P.base_epochs, P.base_lr,  # noqa: E731
-                                  P.batch_size, P.seed, inputs=inputs)
+train = partial(
+    lm.fine_tune_lora,
+    model,
+    all_windows,
+    P.base_rank,
+    P.train_layers,
+    P.base_epochs,
+    P.base_lr,
+    P.batch_size,
+    P.seed,
+    inputs=inputs,
+)
 base_factors, base_losses, _ = lm.cached_lora(path, train)
 lm.add_task_vector_(model, lm.task_vector_from_factors(base_factors), 1.0)  # the model is Ψ⁽⁰⁾′ from here on
 
@@ -247,12 +282,24 @@ lm.add_task_vector_(model, lm.task_vector_from_factors(base_factors), 1.0)  # th
 
 # %%
 path = cache_path("forget", parent=path.name, rank=P.lora_rank, epochs=P.forget_epochs, lr=P.forget_lr, **SHARED)
-train = lambda: lm.fine_tune_lora(model, windows["A"].to(P.device), P.lora_rank, P.train_layers,  # noqa: E731
-                                  P.forget_epochs, P.forget_lr, P.batch_size, P.seed, inputs=inputs[part["A"]])
+train = partial(
+    lm.fine_tune_lora,
+    model,
+    windows["A"].to(P.device),
+    P.lora_rank,
+    P.train_layers,
+    P.forget_epochs,
+    P.forget_lr,
+    P.batch_size,
+    P.seed,
+    inputs=inputs[part["A"]],
+)
 forget_factors, forget_losses, _ = lm.cached_lora(path, train)
 tv_forget = lm.task_vector_from_factors(forget_factors)
-print(f"ΔΨ_A: {len(tv_forget.keys())} weight matrices in the last {P.train_layers} blocks, rank {P.lora_rank}, "
-      f"{sum(a.numel() + b.numel() for a, b, _ in forget_factors.values()):,} LoRA numbers → {tv_forget.numel():,} dense")
+print(
+    f"ΔΨ_A: {len(tv_forget.keys())} weight matrices in the last {P.train_layers} blocks, rank {P.lora_rank}, "
+    f"{sum(a.numel() + b.numel() for a, b, _ in forget_factors.values()):,} LoRA numbers → {tv_forget.numel():,} dense"
+)
 
 fig, ax = plt.subplots(figsize=(8, 3.2))
 for name, losses in [("Ψ⁽⁰⁾′ (A+B+C)", base_losses), ("ΔΨ_A (A, from Ψ⁽⁰⁾′)", forget_losses)] + [
@@ -278,7 +325,9 @@ plt.show()
 scores = {}
 for lam in P.lambdas:
     with lm.task_arithmetic(model, tv_forget, lam):
-        scores[lam] = lm.score_passages(model, tokenizer, all_windows, P.prompt_len, P.eval_batch_size, inputs, first_top)
+        scores[lam] = lm.score_passages(
+            model, tokenizer, all_windows, P.prompt_len, P.eval_batch_size, inputs, first_top
+        )
 with lm.task_arithmetic(model, tv_forget, 1.0):
     nll_plus = lm.continuation_nll(model, all_windows, P.prompt_len, P.eval_batch_size, inputs, first_top)
 rouge = {k: np.stack([scores[lam][0][part[k]] for lam in P.lambdas]) for k in "ABC"}  # (λ, passages)
@@ -355,7 +404,9 @@ changes = pd.DataFrame(
     index=[ROLE[k] for k in "ABC"],
 )
 nll_gap = lm.difference_of_relative_changes(nll["B"][i0], nll["B"][i1], nll["C"][i0], nll["C"][i1], P.n_boot, P.seed)
-rouge_gap = lm.difference_of_relative_changes(rouge["C"][i0], rouge["C"][i1], rouge["B"][i0], rouge["B"][i1], P.n_boot, P.seed)
+rouge_gap = lm.difference_of_relative_changes(
+    rouge["C"][i0], rouge["C"][i1], rouge["B"][i0], rouge["B"][i1], P.n_boot, P.seed
+)
 paper_change = {"A (forget)": "−55.61%", "B (close)": "−52.29%", "C (far)": "−20.65%"}
 
 
@@ -365,7 +416,11 @@ def pct(t: tuple[float, float, float]) -> str:
 
 shown = changes.map(pct)
 shown.insert(0, "paper: Rouge-L change", [paper_change[r] for r in shown.index])
-shown.loc["gap: B hurt more than C (C − B Rouge-L, B − C NLL)"] = ["+31.64 points (21.2 recomputed)", pct(rouge_gap), pct(nll_gap)]
+shown.loc["gap: B hurt more than C (C − B Rouge-L, B − C NLL)"] = [
+    "+31.64 points (21.2 recomputed)",
+    pct(rouge_gap),
+    pct(nll_gap),
+]
 shown
 
 # %% [markdown]

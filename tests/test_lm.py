@@ -28,12 +28,20 @@ def tiny_dir(tmp_path_factory):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"], show_progress=False))
+    tok.train_from_iterator(
+        CORPUS * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"], show_progress=False)
+    )
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(folder)
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True,
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
     )
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
@@ -75,8 +83,13 @@ def test_lora_task_vector_equals_peft_merge(tiny, windows):
     model, _ = tiny
     base = copy.deepcopy(model)
     torch.manual_seed(1)
-    config = LoraConfig(r=4, lora_alpha=12, target_modules=lm.block_linear_names(base), layers_to_transform=[2, 3],
-                        init_lora_weights=False)  # random B, so the adapter is not a no-op
+    config = LoraConfig(
+        r=4,
+        lora_alpha=12,
+        target_modules=lm.block_linear_names(base),
+        layers_to_transform=[2, 3],
+        init_lora_weights=False,
+    )  # random B, so the adapter is not a no-op
     peft_model = get_peft_model(copy.deepcopy(base), config)
     factors = lm.lora_factors(peft_model)
     assert len(factors) == 2 * 7 and all(k.startswith("model.layers.") and k.endswith(".weight") for k in factors)
@@ -120,7 +133,9 @@ def test_fine_tune_lora_learns_only_the_top_blocks_and_leaves_the_model(tiny, wi
     before = {k: v.clone() for k, v in model.state_dict().items()}
     kwargs = dict(rank=4, train_layers=2, epochs=6, lr=1e-2, batch_size=3, seed=0)
     factors, losses = lm.fine_tune_lora(model, windows, **kwargs)
-    assert set(model.state_dict()) == set(before) and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert set(model.state_dict()) == set(before) and all(
+        torch.equal(before[k], v) for k, v in model.state_dict().items()
+    )
     assert all(not p.requires_grad for p in model.parameters())
     assert len(losses) == 6 * 2 and np.mean(losses[-2:]) < np.mean(losses[:2])
     assert {k.split(".")[2] for k in factors} == {"2", "3"}
@@ -190,7 +205,9 @@ def test_bootstrap_intervals():
     assert diff == pytest.approx(-0.5) and lo <= diff <= hi
     mean, lo, hi = lm.bootstrap_mean([1.0, 2.0, 3.0, 4.0], n_boot=500)
     assert mean == 2.5 and 1.0 <= lo < mean < hi <= 4.0
-    assert lm.relative_change(before, noisy, n_boot=300, seed=3) == lm.relative_change(before, noisy, n_boot=300, seed=3)
+    assert lm.relative_change(before, noisy, n_boot=300, seed=3) == lm.relative_change(
+        before, noisy, n_boot=300, seed=3
+    )
 
 
 def test_output_similarity():

@@ -59,7 +59,12 @@ def test_full_mnist_path_on_a_tiny_stand_in(tmp_path):
     assert images.shape == (8, 28, 28) and digits.shape == (8,) and digits.dtype == np.int64
     # a wrong checksum forces a download, which fails offline with a message that says what to do
     with pytest.raises(RuntimeError, match="mnist5k"):
-        vd.download_mnist(tmp_path, mirrors=("http://127.0.0.1:9/",), checksums={**sums, "train-images-idx3-ubyte.gz": "0" * 64}, timeout=1)
+        vd.download_mnist(
+            tmp_path,
+            mirrors=("http://127.0.0.1:9/",),
+            checksums={**sums, "train-images-idx3-ubyte.gz": "0" * 64},
+            timeout=1,
+        )
     assert set(vd.MNIST_SHA256) == {p.name for p in tmp_path.iterdir()}
 
 
@@ -123,11 +128,17 @@ def test_hub_loader_on_a_tiny_saved_model(tmp_path):
 
 def test_pretraining_is_cached(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
-    fake = {split: (rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), rng.integers(0, 10, n))
-            for split, n in (("train", 64), ("test", 32))}
+    fake = {
+        split: (rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), rng.integers(0, 10, n))
+        for split, n in (("train", 64), ("test", 32))
+    }
     monkeypatch.setattr(vm, "load_fashion_mnist", lambda split: fake[split])
-    recipe = vm.PretrainRecipe(spec=vm.ViTSpec(image_size=28, patch_size=14, hidden_size=16, layers=1, heads=2,
-                                               mlp_size=16), n_train=64, epochs=1, batch_size=32)
+    recipe = vm.PretrainRecipe(
+        spec=vm.ViTSpec(image_size=28, patch_size=14, hidden_size=16, layers=1, heads=2, mlp_size=16),
+        n_train=64,
+        epochs=1,
+        batch_size=32,
+    )
     first, info = vm.pretrained_vit(recipe, tmp_path)
     assert not info["cached"] and (tmp_path / f"{recipe.key()}.safetensors").is_file()
     second, info2 = vm.pretrained_vit(recipe, tmp_path)
@@ -155,3 +166,23 @@ def test_fine_tune_merge_and_alpha():
     blocks = vm.blockwise_cosine(tv, tv)
     assert set(blocks) <= {"embeddings", "attention", "MLP", "layer norms"}
     assert sum(share for _, share in blocks.values()) == pytest.approx(1.0)
+
+
+def test_lambda_selection_rules():
+    lambdas = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+    acc1 = np.array([80.0, 94.5, 95.0, 94.0, 90.0])
+    acc2 = np.array([10.0, 40.0, 60.0, 80.0, 85.0])
+    assert vm.choose_lambda("multi-task", acc1, acc2, lambdas, 95.0) == 4  # mean 87.5
+    # unlearning: λ = −1 forgets most but costs T1 15 points; −0.5 is within the 1-point tolerance
+    assert vm.choose_lambda("unlearning", acc1, acc2, lambdas, 95.0, tolerance=1.0) == 1
+    assert vm.select_unlearning(acc1, np.array([5.0, 5.0, 5.0, 1.0, 1.0]), lambdas, 95.0) == 2  # tie → nearest 0
+    with pytest.raises(ValueError):
+        vm.choose_lambda("other", acc1, acc2, lambdas, 95.0)
+    sweep = torch.tensor([[1.0, -1.0, 1.0, -1.0], [-1.0, -1.0, -1.0, -1.0]])
+    y = torch.tensor([1, 0, 0, 0])
+    assert vm.accuracy_rows(sweep, y).tolist() == [75.0, 75.0]
+    first, second = vm.half_masks(4, seed=0)
+    assert int(first.sum()) == 2 and not bool((first & second).any())
+    assert vm.accuracy_rows(sweep, y, first).shape == (2,)
+    assert vm.block_of("vit.layers.0.mlp.fc1.weight") == "MLP" and vm.block_of("vit.layernorm.bias") == "layer norms"
+    assert vm.block_of("vit.encoder.layer.0.intermediate.dense.weight") == "MLP"

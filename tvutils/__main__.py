@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-entries", type=float, default=None, help="keep this fraction of entries of largest magnitude"
     )
     merge.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (atomically)")
+    merge.add_argument("--no-fsync", action="store_true", help="do not flush the output to disk before renaming it")
     merge.add_argument("--quiet", action="store_true", help="print nothing on success")
     return parser
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             keep_entries=args.keep_entries,
             overwrite=args.overwrite,
             log=log,
+            fsync=not args.no_fsync,
         )
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)

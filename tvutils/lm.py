@@ -261,7 +261,7 @@ def save_factors(path: Path, factors: Factors, info: dict) -> None:
 
     tensors, scales = {}, {}
     for key, (a, b, scale) in factors.items():
-        tensors[f"{key}::A"], tensors[f"{key}::B"] = a.contiguous(), b.contiguous()
+        tensors[f"{key}::A"], tensors[f"{key}::B"] = a.detach().cpu().contiguous(), b.detach().cpu().contiguous()
         scales[key] = scale
     atomic_write_bytes(Path(path), save(tensors, metadata={"scales": json.dumps(scales), "info": json.dumps(info)}))
 
@@ -328,7 +328,7 @@ def greedy_continuations(model: nn.Module, prompts: torch.Tensor, n_new: int, ba
     out = []
     for i in range(0, len(prompts), batch_size):
         ids = prompts[i : i + batch_size]
-        step = model(input_ids=ids, use_cache=True)
+        step = model(input_ids=ids, use_cache=True, logits_to_keep=1)  # only the last position's logits
         past, new = step.past_key_values, [step.logits[:, -1].argmax(-1)]
         for _ in range(n_new - 1):
             step = model(input_ids=new[-1][:, None], past_key_values=past, use_cache=True)
@@ -358,10 +358,11 @@ def continuation_nll(
         for i in range(0, len(windows), batch_size):
             ids = windows[i : i + batch_size]  # (B, L)
             feed = {"inputs_embeds": inputs[i : i + batch_size]} if inputs is not None else {"input_ids": ids}
-            logits = model(**feed).logits[:, prompt_len - 1 : -1].float()  # (B, L − P, V)
+            n_scored = ids.shape[1] - prompt_len
+            logits = model(**feed, logits_to_keep=n_scored + 1).logits[:, :-1].float()  # (B, L − P, V)
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, prompt_len:], reduction="none")
             out.append(nll.mean(dim=1))
-    return torch.cat(out).double().numpy()
+    return torch.cat(out).double().cpu().numpy()
 
 
 @torch.no_grad()
@@ -381,7 +382,7 @@ def final_hidden_states(
                 if inputs is not None
                 else {"input_ids": ids[i : i + batch_size]}
             )
-            out.append(model(**feed, output_hidden_states=True).hidden_states[-1].float())
+            out.append(model(**feed, output_hidden_states=True, logits_to_keep=1).hidden_states[-1].float())
     return torch.cat(out)
 
 
@@ -480,4 +481,4 @@ def output_similarity(reference: torch.Tensor, out_1: torch.Tensor, out_2: torch
         raise ValueError(f"shapes differ: {tuple(reference.shape)}, {tuple(out_1.shape)}, {tuple(out_2.shape)}")
     d1, d2 = (out_1 - reference).double(), (out_2 - reference).double()
     cos = torch.nn.functional.cosine_similarity(d1, d2, dim=-1, eps=1e-12)  # (N, L)
-    return cos.mean(dim=1).numpy()
+    return cos.mean(dim=1).cpu().numpy()

@@ -43,7 +43,18 @@ MNIST_MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 # IDX type codes → numpy big-endian dtypes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -89,8 +100,12 @@ def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].astype(np.int64)
 
 
-def download_mnist(directory: Path | None = None, mirrors: tuple[str, ...] = MNIST_MIRRORS,
-                   checksums: dict[str, str] | None = None, timeout: float = 30.0) -> Path:
+def download_mnist(
+    directory: Path | None = None,
+    mirrors: tuple[str, ...] = MNIST_MIRRORS,
+    checksums: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Path:
     """The four MNIST archives in ``directory`` (default: the cache), each checked against its SHA-256.
 
     Files already there with the right sum are kept; others are fetched from the first mirror that answers.
@@ -130,8 +145,10 @@ def load_mnist_full(directory: Path | None = None, download: bool = True) -> tup
     directory = Path(directory) if directory is not None else cache_dir("data", "mnist")
     if download:
         download_mnist(directory)
-    parts = [(read_idx(directory / f"{s}-images-idx3-ubyte.gz"), read_idx(directory / f"{s}-labels-idx1-ubyte.gz"))
-             for s in ("train", "t10k")]
+    parts = [
+        (read_idx(directory / f"{s}-images-idx3-ubyte.gz"), read_idx(directory / f"{s}-labels-idx1-ubyte.gz"))
+        for s in ("train", "t10k")
+    ]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int64)
 
 
@@ -159,7 +176,9 @@ def load_fashion_mnist(split: str = "train", directory: Path | None = None) -> t
     """Fashion-MNIST images (N, 28, 28) uint8 and classes (N,) int64; split "train" (60k) or "test" (10k)."""
     prefix = {"train": "train", "test": "t10k"}[split]
     folder = Path(directory) if directory is not None else fashion_mnist_dir()
-    return read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    return read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), read_idx(
+        folder / f"{prefix}-labels-idx1-ubyte.gz"
+    ).astype(np.int64)
 
 
 # ---- tasks --------------------------------------------------------------------------------------------------
@@ -212,7 +231,9 @@ def make_task_data(images: np.ndarray, digits: np.ndarray, task: ColourTask, spl
     y = np.where(flip, 1 - parity, parity)
     agree = rng.random(len(parity)) < task.p_colour
     colour = np.where(agree, y, 1 - y)  # y = 0 ↔ RED, y = 1 ↔ GREEN
-    return ColourData(colourise(images, colour), torch.from_numpy(y), torch.from_numpy(colour), torch.from_numpy(np.asarray(digits)))
+    return ColourData(
+        colourise(images, colour), torch.from_numpy(y), torch.from_numpy(colour), torch.from_numpy(np.asarray(digits))
+    )
 
 
 def split_indices(n: int, n_test: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

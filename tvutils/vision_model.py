@@ -50,9 +50,16 @@ class ViTSpec:
 def make_vit(spec: ViTSpec, num_labels: int, seed: int) -> ViTForImageClassification:
     """A freshly initialised ViT classifier (no dropout, so training and evaluation compute the same function)."""
     config = ViTConfig(
-        image_size=spec.image_size, patch_size=spec.patch_size, num_channels=3, hidden_size=spec.hidden_size,
-        num_hidden_layers=spec.layers, num_attention_heads=spec.heads, intermediate_size=spec.mlp_size,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=num_labels,
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        num_channels=3,
+        hidden_size=spec.hidden_size,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        intermediate_size=spec.mlp_size,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=num_labels,
     )
     torch.manual_seed(seed)
     return ViTForImageClassification(config).eval()
@@ -67,9 +74,16 @@ def prepare(x: torch.Tensor, image_size: int) -> torch.Tensor:
 
 def with_binary_head(pretrained: ViTForImageClassification, seed: int) -> ViTForImageClassification:
     """The pre-trained encoder with a new two-way head initialised from ``seed``: the fine-tuning Ψ⁽⁰⁾."""
-    config = ViTConfig.from_dict({**pretrained.config.to_dict(), "num_labels": 2, "id2label": {0: "even", 1: "odd"},
-                                  "label2id": {"even": 0, "odd": 1}, "hidden_dropout_prob": 0.0,
-                                  "attention_probs_dropout_prob": 0.0})
+    config = ViTConfig.from_dict(
+        {
+            **pretrained.config.to_dict(),
+            "num_labels": 2,
+            "id2label": {0: "even", 1: "odd"},
+            "label2id": {"even": 0, "odd": 1},
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        }
+    )
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)
     encoder = {k: v for k, v in pretrained.state_dict().items() if k.startswith("vit.")}
@@ -90,9 +104,19 @@ def encoder_keys(key: str) -> bool:
 
 
 # ---- training -----------------------------------------------------------------------------------------------
-def train_classifier(model: ViTForImageClassification, x: torch.Tensor, y: torch.Tensor, *, epochs: float, lr: float,
-                     batch_size: int, seed: int, weight_decay: float = 0.0, train_head: bool = True,
-                     desc: str = "training") -> ViTForImageClassification:
+def train_classifier(
+    model: ViTForImageClassification,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    weight_decay: float = 0.0,
+    train_head: bool = True,
+    desc: str = "training",
+) -> ViTForImageClassification:
     """Cross-entropy, AdamW at a constant step size, seeded shuffling; ``epochs`` may be fractional. In place."""
     params = [p for n, p in model.named_parameters() if train_head or not n.startswith("classifier.")]
     for n, p in model.named_parameters():
@@ -104,7 +128,7 @@ def train_classifier(model: ViTForImageClassification, x: torch.Tensor, y: torch
     size, device = model.config.image_size, next(model.parameters()).device
     model.train()
     for step in progress(range(n_steps), desc=desc):
-        idx = order[step * batch_size:(step + 1) * batch_size]
+        idx = order[step * batch_size : (step + 1) * batch_size]
         logits_ = model(pixel_values=prepare(x[idx].to(device), size)).logits
         loss = F.cross_entropy(logits_, y[idx].to(device))
         opt.zero_grad(set_to_none=True)
@@ -148,14 +172,28 @@ def pretrained_vit(recipe: PretrainRecipe, directory: Path | None = None) -> tup
     pick = np.random.default_rng(recipe.seed).permutation(len(classes))[: recipe.n_train]
     x, y = random_tint(images[pick], seed=recipe.seed), torch.from_numpy(classes[pick])
     start = time.perf_counter()
-    train_classifier(model, x, y, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                     seed=recipe.seed, weight_decay=recipe.weight_decay, desc="pre-training")
+    train_classifier(
+        model,
+        x,
+        y,
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        weight_decay=recipe.weight_decay,
+        desc="pre-training",
+    )
     seconds = time.perf_counter() - start
     test_images, test_classes = load_fashion_mnist("test")
     test_x = random_tint(test_images[:2000], seed=recipe.seed + 1)
     acc = accuracy(logits(model, test_x).argmax(1), torch.from_numpy(test_classes[:2000]))
-    record = {"key": recipe.key(), "recipe": asdict(recipe), "fashion_test_accuracy": acc, "seconds": seconds,
-              "threads": torch.get_num_threads()}
+    record = {
+        "key": recipe.key(),
+        "recipe": asdict(recipe),
+        "fashion_test_accuracy": acc,
+        "seconds": seconds,
+        "threads": torch.get_num_threads(),
+    }
     state = OrderedDict((k, v.contiguous()) for k, v in model.state_dict().items())
     atomic_write_bytes(weights, save_safetensors(state, metadata={"key": recipe.key()}))
     atomic_write_bytes(record_path, json.dumps(record, indent=2).encode())
@@ -174,15 +212,25 @@ class FineTuneRecipe:
     seed: int = 0
 
 
-def fine_tune(base: ViTForImageClassification, x: torch.Tensor, y: torch.Tensor,
-              recipe: FineTuneRecipe) -> ViTForImageClassification:
+def fine_tune(
+    base: ViTForImageClassification, x: torch.Tensor, y: torch.Tensor, recipe: FineTuneRecipe
+) -> ViTForImageClassification:
     """Ψ*_T: a copy of Ψ⁽⁰⁾ trained on (x, y) with the recipe; Ψ⁽⁰⁾ is untouched."""
     import copy
 
     model = copy.deepcopy(base)
-    return train_classifier(model, x, y, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                            seed=recipe.seed, weight_decay=recipe.weight_decay, train_head=recipe.train_head,
-                            desc="fine-tuning")
+    return train_classifier(
+        model,
+        x,
+        y,
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        batch_size=recipe.batch_size,
+        seed=recipe.seed,
+        weight_decay=recipe.weight_decay,
+        train_head=recipe.train_head,
+        desc="fine-tuning",
+    )
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------------
@@ -190,8 +238,12 @@ def fine_tune(base: ViTForImageClassification, x: torch.Tensor, y: torch.Tensor,
 def logits(model: ViTForImageClassification, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits (N, C) in batches, on the CPU (the model may sit on another device)."""
     size, device = model.config.image_size, next(model.parameters()).device
-    return torch.cat([model(pixel_values=prepare(x[i:i + batch_size].to(device), size)).logits.float().cpu()
-                      for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [
+            model(pixel_values=prepare(x[i : i + batch_size].to(device), size)).logits.float().cpu()
+            for i in range(0, len(x), batch_size)
+        ]
+    )
 
 
 def margins(model: ViTForImageClassification, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
@@ -235,7 +287,9 @@ class Merger:
             self.targets[key].copy_(value)
         return self.model
 
-    def margins(self, lambdas: list[float] | tuple[float, ...], x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    def margins(
+        self, lambdas: list[float] | tuple[float, ...], x: torch.Tensor, batch_size: int = 1000
+    ) -> torch.Tensor:
         return margins(self.set(lambdas), x, batch_size)
 
 
@@ -256,9 +310,11 @@ def block_of(key: str) -> str:
         return "embeddings"
     if ".attention." in key:
         return "attention"
-    if ".intermediate." in key or ".output." in key:
+    if any(part in key for part in (".mlp.", ".intermediate.", ".output.")):  # transformers 5 and 4 names
         return "MLP"
-    return "layer norms"
+    if "layernorm" in key or "norm" in key.rsplit(".", 2)[-2]:
+        return "layer norms"
+    return "other"
 
 
 def blockwise_cosine(tv1: TaskVector, tv2: TaskVector) -> dict[str, tuple[float, float]]:
@@ -272,12 +328,19 @@ def blockwise_cosine(tv1: TaskVector, tv2: TaskVector) -> dict[str, tuple[float,
         acc[0] += float(a @ c)
         acc[1] += float(a @ a)
         acc[2] += float(c @ c)
-    return {b: (d / max(np.sqrt(n1 * n2), 1e-30), d / total if total else float("nan")) for b, (d, n1, n2) in out.items()}
+    return {
+        b: (d / max(np.sqrt(n1 * n2), 1e-30), d / total if total else float("nan")) for b, (d, n1, n2) in out.items()
+    }
 
 
 # ---- λ sweeps and the selection of "best λ" -------------------------------------------------------------------
-def sweep_margins(merger: Merger, coefficients: list[tuple[float, ...]], x: torch.Tensor,
-                  batch_size: int = 1000, desc: str = "λ sweep") -> torch.Tensor:
+def sweep_margins(
+    merger: Merger,
+    coefficients: list[tuple[float, ...]],
+    x: torch.Tensor,
+    batch_size: int = 1000,
+    desc: str = "λ sweep",
+) -> torch.Tensor:
     """Margins of Ψ⁽⁰⁾ + Σᵢ λᵢ ΔΨᵢ on x for every coefficient tuple: shape (len(coefficients), N)."""
     return torch.stack([merger.margins(lams, x, batch_size) for lams in progress(coefficients, desc=desc)])
 
@@ -302,24 +365,24 @@ def select_addition(acc1: np.ndarray, acc2: np.ndarray) -> int:
     return int(np.argmax((np.asarray(acc1) + np.asarray(acc2)) / 2))
 
 
-def select_unlearning(acc1: np.ndarray, acc2: np.ndarray, lambdas: np.ndarray, t1_reference: float,
-                      keep: float = 0.95) -> int:
-    """Unlearning rule: among λ ≤ 0 keeping T1 at ≥ ``keep`` × its reference accuracy, the lowest T2 accuracy
-    (ties: the λ nearest 0). λ = 0 always qualifies when it is the single-task model's own accuracy."""
+def select_unlearning(
+    acc1: np.ndarray, acc2: np.ndarray, lambdas: np.ndarray, t1_reference: float, tolerance: float = 1.0
+) -> int:
+    """Unlearning rule: among λ ≤ 0 keeping T1 within ``tolerance`` points of its reference accuracy, the lowest T2
+    accuracy (ties: the λ nearest 0)."""
     lambdas = np.asarray(lambdas)
-    ok = (lambdas <= 1e-12) & (np.asarray(acc1) >= keep * t1_reference - 1e-9)
+    ok = (lambdas <= 1e-12) & (np.asarray(acc1) >= t1_reference - tolerance - 1e-9)
     if not ok.any():
-        raise ValueError("no λ ≤ 0 keeps T1: the reference accuracy is above every λ's")
-    candidates = np.flatnonzero(ok)
-    best = min(candidates, key=lambda i: (round(float(acc2[i]), 9), abs(float(lambdas[i]))))
-    return int(best)
+        raise ValueError("no λ ≤ 0 keeps T1 within the tolerance")
+    return int(min(np.flatnonzero(ok), key=lambda i: (round(float(acc2[i]), 9), abs(float(lambdas[i])))))
 
 
-def choose_lambda(use: str, acc1: np.ndarray, acc2: np.ndarray, lambdas: np.ndarray, t1_reference: float,
-                  keep: float = 0.95) -> int:
+def choose_lambda(
+    use: str, acc1: np.ndarray, acc2: np.ndarray, lambdas: np.ndarray, t1_reference: float, tolerance: float = 1.0
+) -> int:
     """Index of "best λ" for ``use`` = "multi-task" (``select_addition``) or "unlearning" (``select_unlearning``)."""
     if use == "multi-task":
         return select_addition(acc1, acc2)
     if use == "unlearning":
-        return select_unlearning(acc1, acc2, lambdas, t1_reference, keep)
+        return select_unlearning(acc1, acc2, lambdas, t1_reference, tolerance)
     raise ValueError(f"unknown use {use!r}; 'multi-task' or 'unlearning'")

@@ -1,0 +1,44 @@
+"""One tiny run of each benchmark in benchmarks/, so that they keep working (the full runs are not in make test)."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_grid_tiny(monkeypatch):
+    monkeypatch.setenv("TVUTILS_PROGRESS", "0")
+    out = _load("bench_grid").main(
+        ["--n-test", "40", "--steps", "10", "--grid", "4", "3", "--sizes", "3", "--repeats", "1"]
+    )
+    assert out["max_diff"] <= 1e-5 and len(out["scaling"]) == 1
+
+
+def test_bench_merge_tiny(tmp_path):
+    methods = ["io", "stream", "memory"]  # mergekit is an optional extra, and takes ~10 s to start
+    out = _load("bench_merge").main(
+        [
+            "--hidden",
+            "32",
+            "--intermediate",
+            "48",
+            "--layers",
+            "1",
+            "--vocab",
+            "64",
+            "--workdir",
+            str(tmp_path / "bench"),
+            "--methods",
+            *methods,
+        ]
+    )
+    assert set(out["results"]) == set(methods)
+    assert out["errors"]["stream"] < 1e-6
+    assert not (tmp_path / "bench").exists()

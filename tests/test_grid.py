@@ -1,0 +1,66 @@
+"""tvutils.grid: the batched λ-grid equals one merged model per point, by token and by position."""
+
+import numpy as np
+import pytest
+import torch
+
+from tvutils.data import DataConfig, ood_tasks
+from tvutils.grid import evaluate_merges, evaluate_merges_loop, grid_points, merged_outputs
+from tvutils.model import LearnerConfig, OneLayerTransformer
+from tvutils.task_vector import TaskVector
+
+
+def _setup(noise=0.0, a_per_position=False, scale=1.0, n=60):
+    data = DataConfig(d=16, P=8, M=6, noise=noise)
+    tasks = ood_tasks([0.8, -0.5], 0.3, data)
+    model0 = OneLayerTransformer(LearnerConfig(d=16, m=8, P=8, a_per_position=a_per_position), seed=0)
+    g = torch.Generator().manual_seed(1)
+    tvs = [
+        TaskVector({"W": scale * torch.randn(16, 16, generator=g), "V": 0.1 * torch.randn(8, 16, generator=g)})
+        for _ in range(2)
+    ]
+    X, y = tasks.target.sample(n, torch.Generator().manual_seed(2))
+    return model0, tvs, X, y
+
+
+LAM = grid_points(np.linspace(-2, 3, 6), np.linspace(-2, 2, 5))
+
+
+@pytest.mark.parametrize("noise,a_per_position", [(0.0, False), (0.0, True), (0.1, False), (0.1, True)])
+def test_grid_equals_loop(noise, a_per_position):
+    model0, tvs, X, y = _setup(noise, a_per_position)
+    ref = evaluate_merges_loop(model0, tvs, LAM, X, y)
+    for chunk in (1, 7, 64):
+        loss, err = evaluate_merges(model0, tvs, LAM, X, y, chunk=chunk)
+        assert np.abs(loss - ref[0]).max() < 1e-5 and np.abs(err - ref[1]).max() < 1e-5
+
+
+def test_both_methods_agree_on_outputs():
+    model0, tvs, X, _ = _setup()
+    by_token = merged_outputs(model0, tvs, LAM, X, method="token")
+    by_position = merged_outputs(model0, tvs, LAM, X, method="position")
+    torch.testing.assert_close(by_token, by_position, atol=1e-5, rtol=1e-5)
+
+
+def test_wide_score_spread_falls_back_exactly():
+    model0, tvs, X, y = _setup(scale=30.0)  # scores spread far beyond the by-token limit at large |λ|
+    ref = evaluate_merges_loop(model0, tvs, LAM, X, y)
+    loss, err = evaluate_merges(model0, tvs, LAM, X, y)
+    assert np.abs(loss - ref[0]).max() < 1e-5 and np.abs(err - ref[1]).max() < 1e-5
+
+
+def test_bad_lambdas_and_inputs():
+    model0, tvs, X, y = _setup()
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_merges(model0, tvs, np.zeros((3, 3)), X, y)
+    with pytest.raises(ValueError, match="lacks"):
+        evaluate_merges(model0, [TaskVector({"W": torch.zeros(16, 16)})], np.zeros((1, 1)), X, y)
+    with pytest.raises(ValueError, match="expected X"):
+        evaluate_merges(model0, tvs, LAM, X[:, :3], y)
+    with pytest.raises(ValueError, match="method"):
+        merged_outputs(model0, tvs, LAM, X, method="magic")
+
+
+def test_grid_points_order():
+    pts = grid_points(np.array([0.0, 1.0]), np.array([5.0, 6.0, 7.0]))
+    assert pts.shape == (6, 2) and pts[:3, 0].tolist() == [0, 0, 0] and pts[:3, 1].tolist() == [5, 6, 7]
