@@ -212,40 +212,32 @@ def main(argv: list[str] | None = None) -> dict:
     )
     tuned = [str(models["A"]), str(models["B"])]
     mergekit = Path(sys.executable).parent / "mergekit-yaml"
+
+    def stream_command(out: Path, *extra: str) -> list[str]:
+        """The command line of this book's streaming merge (python -m tvutils merge) on the generated models."""
+        lambdas = [str(lam) for lam in LAMBDAS]
+        return [
+            py,
+            "-m",
+            "tvutils",
+            "merge",
+            "--base",
+            str(models["base"]),
+            "--finetuned",
+            *tuned,
+            "--lambdas",
+            *lambdas,
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
+
     commands = {
         "io": [py, me, "_io", str(work / "io.out"), str(models["base"]), *tuned],
-        "stream": [
-            py,
-            "-m",
-            "tvutils",
-            "merge",
-            "--base",
-            str(models["base"]),
-            "--finetuned",
-            *tuned,
-            "--lambdas",
-            *map(str, LAMBDAS),
-            "--out",
-            str(work / "stream"),
-            "--quiet",
-        ],
+        "stream": stream_command(work / "stream"),
         "io-nosync": [py, me, "_io-nosync", str(work / "io.out"), str(models["base"]), *tuned],
-        "stream-nosync": [
-            py,
-            "-m",
-            "tvutils",
-            "merge",
-            "--base",
-            str(models["base"]),
-            "--finetuned",
-            *tuned,
-            "--lambdas",
-            *map(str, LAMBDAS),
-            "--out",
-            str(work / "stream-nosync"),
-            "--quiet",
-            "--no-fsync",
-        ],
+        "stream-nosync": stream_command(work / "stream-nosync", "--no-fsync"),
         "memory": [py, me, "_memory", str(models["base"]), *tuned, str(work / "memory")],
     }
     if mergekit.exists():
