@@ -139,6 +139,11 @@ def train_classifier(
     return model.eval()
 
 
+def _optimiser_settings(recipe: PretrainRecipe | FineTuneRecipe) -> dict:
+    """The fields of a recipe that ``train_classifier`` takes, shared by pre-training and fine-tuning."""
+    return {name: getattr(recipe, name) for name in ("epochs", "lr", "batch_size", "seed", "weight_decay")}
+
+
 @dataclass(frozen=True)
 class PretrainRecipe:
     """How the offline Ψ⁽⁰⁾ is pre-trained: 10-way Fashion-MNIST with random RGB tints (our choice)."""
@@ -172,17 +177,7 @@ def pretrained_vit(recipe: PretrainRecipe, directory: Path | None = None) -> tup
     pick = np.random.default_rng(recipe.seed).permutation(len(classes))[: recipe.n_train]
     x, y = random_tint(images[pick], seed=recipe.seed), torch.from_numpy(classes[pick])
     start = time.perf_counter()
-    train_classifier(
-        model,
-        x,
-        y,
-        epochs=recipe.epochs,
-        lr=recipe.lr,
-        batch_size=recipe.batch_size,
-        seed=recipe.seed,
-        weight_decay=recipe.weight_decay,
-        desc="pre-training",
-    )
+    train_classifier(model, x, y, **_optimiser_settings(recipe), desc="pre-training")
     seconds = time.perf_counter() - start
     test_images, test_classes = load_fashion_mnist("test")
     test_x = random_tint(test_images[:2000], seed=recipe.seed + 1)
@@ -220,16 +215,7 @@ def fine_tune(
 
     model = copy.deepcopy(base)
     return train_classifier(
-        model,
-        x,
-        y,
-        epochs=recipe.epochs,
-        lr=recipe.lr,
-        batch_size=recipe.batch_size,
-        seed=recipe.seed,
-        weight_decay=recipe.weight_decay,
-        train_head=recipe.train_head,
-        desc="fine-tuning",
+        model, x, y, **_optimiser_settings(recipe), train_head=recipe.train_head, desc="fine-tuning"
     )
 
 
