@@ -6,6 +6,12 @@ set, and the grid λ₁ ∈ [−2, 3] × λ₂ ∈ [−2, 2] in steps of 0.2 (26
 then time and peak memory of ``evaluate_merges`` as the grid grows from 11 × 11 to 51 × 51. Wall and CPU
 time are both given: on a shared machine the CPU time of a process is the steadier of the two.
 
+The loop allocates fresh (n, P, P) and (n, P, m) tensors for every point; with glibc's default, adaptive
+malloc thresholds a process sometimes returns that memory to the system after each point and faults it back in
+(millions of minor page faults, the loop 2-3× slower, by chance per process). Run as a script, the benchmark
+re-executes itself with the thresholds pinned (``GLIBC_TUNABLES``) so the loop always runs at its best; the
+minor page faults of each timed call are printed. ``--default-malloc`` keeps glibc's defaults.
+
     python benchmarks/bench_grid.py                    # n = 1000 test samples (about a minute)
     python benchmarks/bench_grid.py --n-test 50 --steps 20 --grid 6 5 --sizes 5 --repeats 1   # a tiny run
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import resource
 import sys
 import threading
@@ -45,10 +52,20 @@ def setup(n_test: int, steps: int, noise: float = 0.0, seed: int = 0):
     return model0, tvs, X, y
 
 
+PINNED_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def timed(fn, *args, **kwargs):
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(wall s, CPU s, result), with the minor page faults of the call in ``timed.faults``."""
+    faults, wall, cpu = _minor_faults(), time.perf_counter(), time.process_time()
     result = fn(*args, **kwargs)
-    return time.perf_counter() - wall, time.process_time() - cpu, result
+    out = time.perf_counter() - wall, time.process_time() - cpu, result
+    timed.faults = _minor_faults() - faults
+    return out
 
 
 def _rss_mb() -> float:
@@ -88,15 +105,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", type=int, nargs="+", default=[11, 21, 31, 41, 51], help="grid sides to scale to")
     parser.add_argument("--grid", type=int, nargs=2, default=[26, 21], help="points on the λ₁ and λ₂ axes")
     parser.add_argument("--noise", action="store_true", help="also time noisy tokens (the by-position path)")
+    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's adaptive malloc thresholds")
     args = parser.parse_args(argv)
     model0, tvs, X, y = setup(args.n_test, args.steps)
     lam = grid_points(*theorem3_axes(*args.grid))
-    print(f"Theorem 3 grid: {len(lam)} points, n = {len(X)} test samples, torch threads = {torch.get_num_threads()}")
+    print(
+        f"Theorem 3 grid: {len(lam)} points, n = {len(X)} test samples, torch threads = {torch.get_num_threads()}, "
+        f"GLIBC_TUNABLES = {os.environ.get('GLIBC_TUNABLES', '(unset)')}"
+    )
+    first = timed(evaluate_merges, model0, tvs, lam[:1], X, y)[0]  # compiles the by-token loop, or loads it
+    timed(evaluate_merges_loop, model0, tvs, lam[:1], X, y)
+    print(f"first grid call (numba compile, or load from its cache): {first:.2f} s, not counted below")
 
     rows = []
     for _ in range(args.repeats):  # interleaved, so both see the same load
         loop = timed(evaluate_merges_loop, model0, tvs, lam, X, y)
+        loop_faults = timed.faults
         grid = timed(evaluate_merges, model0, tvs, lam, X, y)
+        print(f"  pair: loop {loop[0]:.2f} s ({loop_faults} minor faults), grid {grid[0]:.3f} s ({timed.faults})")
         rows.append((loop, grid))
     worst = max(max(np.abs(g[2][0] - lp[2][0]).max(), np.abs(g[2][1] - lp[2][1]).max()) for lp, g in rows)
     wall = [lp[0] / g[0] for lp, g in rows]
@@ -134,4 +160,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    if "--default-malloc" not in sys.argv and os.environ.get("GLIBC_TUNABLES") != PINNED_MALLOC:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": PINNED_MALLOC})
     main()

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+import tvutils.grid as grid
 from tvutils.data import DataConfig, ood_tasks
-from tvutils.grid import evaluate_merges, evaluate_merges_loop, grid_points, merged_outputs
+from tvutils.grid import distinct_rows, evaluate_merges, evaluate_merges_loop, grid_points, merged_outputs
 from tvutils.model import LearnerConfig, OneLayerTransformer
 from tvutils.task_vector import TaskVector
 
@@ -47,6 +48,33 @@ def test_wide_score_spread_falls_back_exactly():
     ref = evaluate_merges_loop(model0, tvs, LAM, X, y)
     loss, err = evaluate_merges(model0, tvs, LAM, X, y)
     assert np.abs(loss - ref[0]).max() < 1e-5 and np.abs(err - ref[1]).max() < 1e-5
+
+
+def test_by_token_same_for_any_thread_count_and_batch(monkeypatch):
+    import numba
+
+    model0, tvs, X, _ = _setup(n=90)
+    before = numba.get_num_threads()
+    outs = []
+    for threads, per_call in ((1, 1024), (2, 1024), (2, 7)):  # 7: the grid goes to the compiled loop in parts
+        monkeypatch.setattr(grid, "_POINTS_PER_CALL", per_call)
+        torch.set_num_threads(threads)
+        outs.append(merged_outputs(model0, tvs, LAM, X, method="token"))
+    assert numba.get_num_threads() == before  # restored after each call
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])  # bit for bit: one thread per point
+
+
+def test_distinct_rows_is_exact(monkeypatch):
+    rows = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [0.0, 0.0], [3.0, 4.0]])
+    tokens, index = distinct_rows(rows)
+    assert len(tokens) == 3 and torch.equal(tokens[index], rows)
+    assert len(set(index.tolist())) == 3 and index[0] == index[2] and index[1] == index[4]
+    # If different rows shared a projection, the check catches it and torch.unique groups them instead.
+    monkeypatch.setattr(torch, "randn", lambda *args, **kwargs: torch.zeros(2, dtype=torch.float64))
+    tokens, index = distinct_rows(rows)
+    assert len(tokens) == 3 and torch.equal(tokens[index], rows)
+    tokens, index = distinct_rows(torch.zeros(0, 2))
+    assert tokens.shape == (0, 2) and index.shape == (0,)
 
 
 def test_bad_lambdas_and_inputs():
