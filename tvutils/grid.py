@@ -39,7 +39,7 @@ from .task_vector import TaskVector
 # maximum over all u tokens, not only those present in a sample) keeps full float32 precision.
 _MAX_SCORE_SPREAD = 40.0
 _BLOCK_BYTES = 1 << 20  # work on blocks of about 1 MiB: they stay in cache
-_POINTS_PER_CALL = 1024  # grid points per call of the compiled by-token loop
+_POINTS_PER_CALL = 512  # grid points per call of the compiled by-token loop
 T = TypeVar("T")
 
 
@@ -96,7 +96,7 @@ def merged_outputs(
         tokens, index = distinct_rows(X.reshape(n * P, d))  # (u, d), (n·P,)
         if method == "token" or len(tokens) <= 2 * P:
             by_token = _ByToken(tokens, index.reshape(n, P), Ws, Vs, model0.a)
-            todo = by_token.run(coef, out, chunk)  # points whose scores spread too far are left to do
+            todo = by_token.run(coef, out)  # points whose scores spread too far are left to do
     if len(todo):
         out[todo] = _ByPosition(X, Ws, Vs, model0.a).run(coef[todo], chunk)
     return out
@@ -149,7 +149,7 @@ class _ByToken:
             self.aidx = torch.arange(n * J).reshape(n, J)
             self.scale = torch.ones(n, J)
 
-    def run(self, coef: torch.Tensor, out: torch.Tensor, chunk: int) -> torch.Tensor:
+    def run(self, coef: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Fill out[g] for every point it can do exactly; return the indices of the others.
 
         The work per point is a few small products per sample, too small for torch's kernels: the loop over
@@ -160,11 +160,11 @@ class _ByToken:
 
         from ._token_kernel import token_outputs
 
-        arrays = [np.ascontiguousarray(t.numpy()) for t in (self.tok, self.cnt, self.nt)]
-        tok, cnt, nt = arrays[0].astype(np.int64), arrays[1].astype(np.float32), arrays[2].astype(np.int64)
-        arows = np.ascontiguousarray(self.arows.numpy(), dtype=np.float32)
-        aidx = np.ascontiguousarray(self.aidx.numpy(), dtype=np.int64)
-        scale = np.ascontiguousarray(self.scale.numpy(), dtype=np.float32)
+        def array(t: torch.Tensor, dtype: type) -> np.ndarray:
+            return np.ascontiguousarray(t.numpy(), dtype=dtype)
+
+        tok, nt, aidx = array(self.tok, np.int64), array(self.nt, np.int64), array(self.aidx, np.int64)
+        cnt, arows, scale = array(self.cnt, np.float32), array(self.arows, np.float32), array(self.scale, np.float32)
         left = []
         threads = numba.get_num_threads()
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -173,18 +173,26 @@ class _ByToken:
                 c = coef[start : start + _POINTS_PER_CALL]  # (g, 1+k)
                 # Weighted sums term by term (not one matrix product, whose rounding could depend on how many
                 # points share it): a point's result does not depend on the batch it is in.
-                K = (c[:, :, None, None] * self.K).sum(1)  # (g, u_key, u_query)
+                K = _weighted_sum(c, self.K)  # (g, u_key, u_query)
                 top = K.amax(1, keepdim=True)  # (g, 1, u_query)
                 ok = (top[:, 0] - K.amin(1)).amax(1) <= _MAX_SCORE_SPREAD  # (g,)
                 left.extend((start + torch.nonzero(~ok).flatten()).tolist())
                 E = torch.exp(K[ok] - top[ok]).transpose(1, 2).contiguous()  # (g_ok, u_query, u_key): e^{K[j,q]}/max
-                Z = (c[ok][:, :, None, None] * self.Z).sum(1)  # (g_ok, u, m)
+                Z = _weighted_sum(c[ok], self.Z)  # (g_ok, u, m)
                 part = np.empty((len(E), len(tok)), dtype=np.float32)  # (g_ok, n)
                 token_outputs(E.numpy(), Z.numpy(), tok, cnt, nt, arows, aidx, scale, float(self.P), part)
                 out[start + torch.nonzero(ok).flatten()] = torch.from_numpy(part)
         finally:
             numba.set_num_threads(threads)
         return torch.tensor(left, dtype=torch.long)
+
+
+def _weighted_sum(c: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
+    """Σ_t c[:, t] terms[t]: (g, T), (T, ...) → (g, ...), one term at a time (no (g, T, ...) intermediate)."""
+    out = c[:, 0, None, None] * terms[0]
+    for t in range(1, len(terms)):
+        out += c[:, t, None, None] * terms[t]
+    return out
 
 
 class _ByPosition:
