@@ -57,6 +57,7 @@ def evaluate_merges(
     ``chunk``: grid points per pass of the by-position path (the by-token path sets its own).
     """
     out = merged_outputs(model0, task_vectors, lambdas, X, chunk=chunk)  # (G, n)
+    y = y.cpu()
     return hinge_loss(out, y).mean(1).numpy(), (torch.sign(out) != y).float().mean(1).numpy()
 
 
@@ -69,7 +70,7 @@ def merged_outputs(
     chunk: int = 16,
     method: str = "auto",
 ) -> torch.Tensor:
-    """f(X; Ψ⁽⁰⁾ + Σᵢ λᵢ ΔΨᵢ) for every row of ``lambdas``: (G, k), (n, P, d) → (G, n).
+    """f(X; Ψ⁽⁰⁾ + Σᵢ λᵢ ΔΨᵢ) for every row of ``lambdas``: (G, k), (n, P, d) → (G, n), on the CPU.
 
     ``method``: "token" (few distinct tokens; see the module docstring), "position" (any X), or "auto"
     (by token when X has at most 2P distinct tokens, else by position).
@@ -86,19 +87,21 @@ def merged_outputs(
     if method not in ("auto", "token", "position"):
         raise ValueError(f"method must be 'auto', 'token' or 'position', got {method!r}")
     coef = torch.cat([torch.ones(len(lam), 1), lam], dim=1)  # (G, 1+k): Ψ⁽⁰⁾ has coefficient 1
-    Ws = torch.stack([model0.W.detach()] + [tv.deltas["W"] for tv in task_vectors])  # (1+k, d, d)
-    Vs = torch.stack([model0.V.detach()] + [tv.deltas["V"] for tv in task_vectors])  # (1+k, m, d)
+    # Computed on the CPU (the by-token loop is compiled for it), whatever device the inputs are on.
+    Ws = torch.stack([model0.W.detach().cpu()] + [tv.deltas["W"].cpu() for tv in task_vectors])  # (1+k, d, d)
+    Vs = torch.stack([model0.V.detach().cpu()] + [tv.deltas["V"].cpu() for tv in task_vectors])  # (1+k, m, d)
     n, P, d = X.shape
-    X = X.float()
+    X = X.detach().float().cpu()
+    a = model0.a.cpu()
     out = torch.empty(len(coef), n)  # (G, n)
     todo = torch.arange(len(coef))
     if method != "position":
         tokens, index = distinct_rows(X.reshape(n * P, d))  # (u, d), (n·P,)
         if method == "token" or len(tokens) <= 2 * P:
-            by_token = _ByToken(tokens, index.reshape(n, P), Ws, Vs, model0.a)
+            by_token = _ByToken(tokens, index.reshape(n, P), Ws, Vs, a)
             todo = by_token.run(coef, out)  # points whose scores spread too far are left to do
     if len(todo):
-        out[todo] = _ByPosition(X, Ws, Vs, model0.a).run(coef[todo], chunk)
+        out[todo] = _ByPosition(X, Ws, Vs, a).run(coef[todo], chunk)
     return out
 
 
