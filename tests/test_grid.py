@@ -1,5 +1,7 @@
 """tvutils.grid: the batched λ-grid equals one merged model per point, by token and by position."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,8 @@ def test_by_token_same_for_any_thread_count_and_batch(monkeypatch):
         torch.set_num_threads(threads)
         outs.append(merged_outputs(model0, tvs, LAM, X, method="token"))
     assert numba.get_num_threads() == before  # restored after each call
+    if "NUMBA_THREADING_LAYER" not in os.environ:  # threads that sleep when idle (see tvutils/_token_kernel.py)
+        assert numba.threading_layer() == "workqueue"
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])  # bit for bit: one thread per point
 
 
