@@ -15,8 +15,8 @@ Two exact ways to finish the forward pass of eq. (3) from there:
   and f(X_n) = (1/P) Σ_q C[n,q] aᵀ ReLU(mixed(n, q)): sums over the sample's distinct tokens only (about 12
   of the u = 22 in the Theorem 3 test set), with no (n, P, P) tensor. Per query that is a few keys times m
   neurons, too small for torch's kernels, so this loop is compiled with numba (``tvutils._token_kernel``):
-  about a quarter of the flops of one batched product C (n, u) @ [e^{K[j,q]} Z[j]] (u, u·m) per point (the
-  earlier torch version), and numba's threads are not held up by Python between small operations.
+  30% of the flops of one batched product C (n, u) @ [e^{K[j,q]} Z[j]] (u, u·m) per point (the earlier
+  torch version), and numba's threads are not held up by Python between small operations.
 * **by position** (any X, e.g. with noise): eq. (3) on the (n, P, P) scores and (n, P, m) values, in blocks of
   samples small enough to stay in cache.
 
