@@ -108,9 +108,10 @@ def merged_outputs(
 def distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct rows of ``rows`` (N, d) and, for each row, the index of its copy: (u, d), (N,).
 
-    Exact, like ``torch.unique(rows, dim=0, return_inverse=True)`` (in another order) but about 20× faster:
+    Exact, like ``torch.unique(rows, dim=0, return_inverse=True)`` (in another order) but about 7× faster:
     rows are grouped by a random projection, and the grouping is checked entry by entry (if two different
-    rows ever shared a projection, it falls back to ``torch.unique``).
+    rows ever shared a projection, it falls back to ``torch.unique``). 5.6 ms instead of 39 ms for the
+    20,000 tokens of the Theorem 3 test set.
     """
     if len(rows) == 0:
         return torch.unique(rows, dim=0, return_inverse=True)
