@@ -8,7 +8,7 @@ time are both given: on a shared machine the CPU time of a process is the steadi
 
 The loop allocates fresh (n, P, P) and (n, P, m) tensors for every point; with glibc's default, adaptive
 malloc thresholds a process sometimes returns that memory to the system after each point and faults it back in
-(millions of minor page faults, the loop 2-3× slower, by chance per process). Run as a script, the benchmark
+(millions of minor page faults, the loop up to 3× slower, by chance per process). Run as a script, the benchmark
 re-executes itself with the thresholds pinned (``GLIBC_TUNABLES``) so the loop always runs at its best; the
 minor page faults of each timed call are printed. ``--default-malloc`` keeps glibc's defaults.
 
