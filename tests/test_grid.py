@@ -56,12 +56,15 @@ def test_by_token_same_for_any_thread_count_and_batch(monkeypatch):
     import numba
 
     model0, tvs, X, _ = _setup(n=90)
-    before = numba.get_num_threads()
+    before, torch_threads = numba.get_num_threads(), torch.get_num_threads()
     outs = []
-    for threads, per_call in ((1, 1024), (2, 1024), (2, 7)):  # 7: the grid goes to the compiled loop in parts
-        monkeypatch.setattr(grid, "_POINTS_PER_CALL", per_call)
-        torch.set_num_threads(threads)
-        outs.append(merged_outputs(model0, tvs, LAM, X, method="token"))
+    try:
+        for threads, per_call in ((1, 1024), (2, 1024), (2, 7)):  # 7: the grid reaches the compiled loop in parts
+            monkeypatch.setattr(grid, "_POINTS_PER_CALL", per_call)
+            torch.set_num_threads(threads)
+            outs.append(merged_outputs(model0, tvs, LAM, X, method="token"))
+    finally:
+        torch.set_num_threads(torch_threads)  # other tests in this process keep torch's setting
     assert numba.get_num_threads() == before  # restored after each call
     if "NUMBA_THREADING_LAYER" not in os.environ:  # threads that sleep when idle (see tvutils/_token_kernel.py)
         assert numba.threading_layer() == "workqueue"

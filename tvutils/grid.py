@@ -192,7 +192,7 @@ class _ByToken:
 
 
 def _weighted_sum(c: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
-    """Σ_t c[:, t] terms[t]: (g, T), (T, ...) → (g, ...), one term at a time (no (g, T, ...) intermediate)."""
+    """Σ_t c[:, t] terms[t]: (g, T), (T, a, b) → (g, a, b), one term at a time (no (g, T, a, b) intermediate)."""
     out = c[:, 0, None, None] * terms[0]
     for t in range(1, len(terms)):
         out += c[:, t, None, None] * terms[t]
