@@ -2,7 +2,7 @@
 
 The Theorem 3 set-up (SPEC §5): two orthogonal source tasks fine-tuned from Ψ⁽⁰⁾, the OOD task T' as the test
 set, and the grid λ₁ ∈ [−2, 3] × λ₂ ∈ [−2, 2] in steps of 0.2 (26 × 21 points). Side by side in one run:
-``evaluate_merges_loop`` (the reference) and ``evaluate_merges`` (tvutils.grid), results compared to 1e-5;
+``evaluate_merges_loop`` (the reference) and ``evaluate_merges`` (tvutils.taskvec.grid), results compared to 1e-5;
 then time and peak memory of ``evaluate_merges`` as the grid grows from 11 × 11 to 51 × 51. Wall and CPU
 time are both given: on a shared machine the CPU time of a process is the steadier of the two.
 
@@ -32,11 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tvutils.data import DataConfig, ood_tasks  # noqa: E402
-from tvutils.grid import evaluate_merges, evaluate_merges_loop, grid_points, merged_outputs  # noqa: E402
-from tvutils.model import LearnerConfig, OneLayerTransformer  # noqa: E402
-from tvutils.task_vector import TaskVector  # noqa: E402
-from tvutils.training import TrainConfig, fine_tune  # noqa: E402
+from tvutils.editing.task_vector import TaskVector  # noqa: E402
+from tvutils.taskvec.data import DataConfig, ood_tasks  # noqa: E402
+from tvutils.taskvec.grid import evaluate_merges, evaluate_merges_loop, grid_points, merged_outputs  # noqa: E402
+from tvutils.taskvec.model import LearnerConfig, OneLayerTransformer  # noqa: E402
+from tvutils.taskvec.training import TrainConfig, fine_tune  # noqa: E402
 
 
 def setup(n_test: int, steps: int, noise: float = 0.0, seed: int = 0):

@@ -1,0 +1,103 @@
+"""Tests of tvutils.taskvec.sparsity: row norms, the two-group split, and the four ways to prune a task vector."""
+
+import numpy as np
+import pytest
+import torch
+
+from tvutils.editing.task_vector import TaskVector
+from tvutils.taskvec.data import DataConfig
+from tvutils.taskvec.model import LearnerConfig
+from tvutils.taskvec.sparsity import (
+    dare,
+    effective_readout,
+    prune_rows,
+    regime_run,
+    row_norms,
+    trim_entries,
+    two_groups,
+)
+from tvutils.taskvec.training import TrainConfig
+
+
+def _tv(rows=10, cols=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    V = torch.randn(rows, cols, generator=g) * torch.arange(1, rows + 1, dtype=torch.float32)[:, None]
+    return TaskVector({"W": torch.randn(3, 3, generator=g), "V": V, "b": torch.ones(2)})
+
+
+def test_row_norms_match_torch():
+    tv = _tv()
+    assert np.allclose(row_norms(tv), tv.deltas["V"].norm(dim=1).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="no key"):
+        row_norms(tv, "Q")
+    with pytest.raises(ValueError, match="not a matrix"):
+        row_norms(tv, "b")
+
+
+def test_two_groups_finds_planted_split():
+    rng = np.random.default_rng(0)
+    norms = np.concatenate([rng.uniform(0.9, 1.1, 70), rng.uniform(0.009, 0.011, 30)])
+    g = two_groups(norms)
+    assert g.large_fraction == pytest.approx(0.7)
+    assert g.ratio == pytest.approx(0.01, rel=0.2)
+    assert g.present() and 0.011 < g.threshold < 0.9
+
+
+def test_two_groups_ignores_outliers_and_unimodal():
+    rng = np.random.default_rng(1)
+    norms = np.concatenate([rng.normal(1.0, 0.02, 98), [1e-3, 2e-3]])  # two dead rows are not a group
+    g = two_groups(norms, min_fraction=0.1)
+    assert not g.present()
+    assert g.large_fraction <= 0.9
+
+
+def test_prune_rows_smallest_and_random():
+    tv = _tv()
+    pruned = prune_rows(tv, 0.3)
+    zero = (pruned.deltas["V"].norm(dim=1) == 0).numpy()
+    assert zero.sum() == 3 and set(np.flatnonzero(zero)) == set(np.argsort(row_norms(tv))[:3])
+    assert torch.equal(pruned.deltas["W"], tv.deltas["W"]) and torch.equal(pruned.deltas["b"], tv.deltas["b"])
+    rand = prune_rows(tv, 0.5, how="random", seed=3)
+    assert int((rand.deltas["V"].norm(dim=1) == 0).sum()) == 5
+    assert torch.equal(rand.deltas["V"], prune_rows(tv, 0.5, how="random", seed=3).deltas["V"])
+    assert torch.equal(prune_rows(tv, 0.0).deltas["V"], tv.deltas["V"])
+    with pytest.raises(ValueError):
+        prune_rows(tv, 1.5)
+    with pytest.raises(ValueError):
+        prune_rows(tv, 0.2, how="largest")
+
+
+def test_trim_entries_keeps_largest():
+    tv = _tv()
+    trimmed = trim_entries(tv, 0.75, keys=["V"])
+    V, T = tv.deltas["V"], trimmed.deltas["V"]
+    assert int((T != 0).sum()) == 10
+    assert float(T.abs().max()) == float(V.abs().max())
+    kept_min = T[T != 0].abs().min()
+    assert float(V[T == 0].abs().max()) <= float(kept_min)
+    assert torch.equal(trimmed.deltas["W"], tv.deltas["W"])
+
+
+def test_dare_rescales_and_is_unbiased():
+    tv = TaskVector({"V": torch.ones(200, 50)})
+    out = dare(tv, 0.8, seed=0)
+    vals = out.deltas["V"]
+    assert set(torch.unique(vals).tolist()) <= {0.0, 5.0}
+    assert abs(float(vals.mean()) - 1.0) < 0.05
+    assert torch.equal(vals, dare(tv, 0.8, seed=0).deltas["V"])
+    assert float(dare(tv, 1.0, seed=0).deltas["V"].abs().sum()) == 0.0
+    assert torch.equal(dare(tv, 0.0, seed=1).deltas["V"], tv.deltas["V"])
+
+
+def test_effective_readout():
+    a = torch.tensor([[1.0, -1.0], [1.0, 1.0]])
+    assert np.allclose(effective_readout(a), [1.0, 0.0])
+
+
+def test_regime_run_small():
+    res = regime_run(
+        DataConfig(d=16, P=6, M=4), LearnerConfig(d=16, m=16, P=6), TrainConfig(max_steps=200, n_test=200), 0
+    )
+    row = res.summary()
+    assert len(res.norms) == 16 and row["steps"] > 0
+    assert set(row) >= {"large fraction", "separation D", "two groups"}

@@ -1,0 +1,1 @@
+"""The chapters' own infrastructure: parameters, verdicts, figures, progress bars, paths and caches."""

