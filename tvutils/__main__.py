@@ -1,7 +1,7 @@
 """Command line: ``python -m tvutils merge --base BASE --finetuned A B --lambdas 1.0 -0.6 --out OUT``.
 
 Task arithmetic on safetensors checkpoints (single files or sharded Hugging Face folders), streamed one tensor
-at a time: OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE). See ``tvutils.editing.checkpoint``.
+at a time: OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE). See ``tvutils.editing.streaming``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imported here so that --help and argument errors answer at once (import torch costs about a second).
-    from .editing.checkpoint import CheckpointError, merge_checkpoints
+    from .editing.checkpoint import CheckpointError
+    from .editing.streaming import merge_checkpoints
 
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     start = time.perf_counter()

@@ -10,7 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tvutils.__main__ import main
-from tvutils.editing.checkpoint import Checkpoint, CheckpointError, merge_checkpoints
+from tvutils.editing import variants
+from tvutils.editing.checkpoint import Checkpoint, CheckpointError
+from tvutils.editing.streaming import merge_checkpoints
 from tvutils.editing.task_vector import TaskVector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,9 +111,9 @@ def test_mixed_layouts_and_half_precision(tmp_path):
 @pytest.mark.parametrize(
     "option,tv_op",
     [
-        ({"rank": 1}, lambda tv: tv.low_rank(1)),
-        ({"keep_rows": 0.5}, lambda tv: tv.sparsify_rows(0.5)),
-        ({"keep_entries": 0.3}, lambda tv: tv.sparsify_entries(0.3)),
+        ({"rank": 1}, lambda tv: variants.low_rank(tv, 1)),
+        ({"keep_rows": 0.5}, lambda tv: variants.keep_rows(tv, 0.5)),
+        ({"keep_entries": 0.3}, lambda tv: variants.keep_entries(tv, 0.3)),
     ],
 )
 def test_variants_reuse_task_vector_operations(tmp_path, models, option, tv_op):

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from tvutils.editing.task_vector import TaskVector, merge, rank_k
+from tvutils.editing import variants
+from tvutils.editing.task_vector import TaskVector, merge
 
 
 def pair(seed: int = 0):
@@ -61,31 +62,6 @@ def test_integer_buffers_are_frozen_not_skipped_silently():
     assert torch.equal(tv.apply_to(base)["ids"], torch.arange(3))
 
 
-def test_rank_k_error_equals_the_dropped_singular_values():
-    g = torch.Generator().manual_seed(0)
-    tv = TaskVector({"m": torch.randn(12, 7, generator=g, dtype=torch.float64), "v": torch.randn(5, generator=g)})
-    s = torch.linalg.svdvals(tv.deltas["m"])
-    for k in (1, 2, 4):
-        low = tv.low_rank(k)
-        err = float((tv.deltas["m"] - low.deltas["m"]).norm())
-        assert err == pytest.approx(float(s[k:].norm()), rel=1e-9)
-        assert torch.linalg.matrix_rank(low.deltas["m"]) == k
-        assert torch.equal(low.deltas["v"], tv.deltas["v"])  # vectors have no rank: kept
-    conv = torch.randn(4, 3, 2, 2, generator=g)
-    assert rank_k(conv, 1).shape == conv.shape
-
-
-def test_sparsification():
-    m = torch.tensor([[3.0, 0.0], [0.1, 0.1], [0.0, -2.0], [0.5, 0.5]])
-    tv = TaskVector({"m": m})
-    rows = tv.sparsify_rows(0.5).deltas["m"]
-    assert torch.equal(rows, torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, -2.0], [0.0, 0.0]]))
-    entries = tv.sparsify_entries(0.25).deltas["m"]
-    assert torch.equal(entries, torch.tensor([[3.0, 0.0], [0.0, 0.0], [0.0, -2.0], [0.0, 0.0]]))
-    with pytest.raises(ValueError, match="fraction"):
-        tv.sparsify_rows(1.5)
-
-
 def test_task_vector_on_a_transformers_vit():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.ViTConfig(
@@ -107,7 +83,7 @@ def test_task_vector_on_a_transformers_vit():
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.allclose(rebuilt(pixel_values=x).logits, tuned(pixel_values=x).logits, atol=1e-5)
-    low = tv.low_rank(1)
+    low = variants.low_rank(tv, 1)
     assert (
         torch.linalg.matrix_rank(low.deltas["vit.embeddings.patch_embeddings.projection.weight"].reshape(16, -1)) == 1
     )

@@ -2,7 +2,8 @@
 
 After mlfoundations/task_vectors, with three differences: mismatched keys, shapes or dtypes raise a
 ``ValueError`` that names the key (nothing is skipped silently), models are passed in memory or loaded from
-safe formats only, and the low-rank and sparse variants of the paper's Corollaries 1 and 2 are built in.
+safe formats only, and the low-rank and sparse variants of the paper's Corollaries 1 and 2 are at hand
+(``tvutils.editing.variants``).
 
 Floating-point tensors form the vector. Integer buffers (e.g. position ids) cannot be subtracted: they must be
 equal in both models, are listed in ``TaskVector.frozen``, and ``apply_to`` leaves them as the base has them.
@@ -11,7 +12,6 @@ equal in both models, are listed in ``TaskVector.frozen``, and ``apply_to`` leav
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
@@ -47,11 +47,6 @@ def check_compatible(a: StateDict, b: StateDict, what: str = "state dicts", chec
             raise ValueError(f"key {key!r}: shape {tuple(a[key].shape)} vs {tuple(b[key].shape)} in {what}")
         if check_dtype and a[key].dtype != b[key].dtype:
             raise ValueError(f"key {key!r}: dtype {a[key].dtype} vs {b[key].dtype} in {what}")
-
-
-def _as_matrix(t: torch.Tensor) -> torch.Tensor:
-    """A tensor of ≥ 2 dims viewed as (first dim, rest): rows are output units."""
-    return t.reshape(t.shape[0], -1)
 
 
 class TaskVector:
@@ -176,70 +171,12 @@ class TaskVector:
     def numel(self) -> int:
         return sum(v.numel() for v in self.deltas.values())
 
-    # ---- Corollary 1: low rank ----------------------------------------------------------------------------
-    def low_rank(self, k: int) -> TaskVector:
-        """Each matrix (tensor of ≥ 2 dims, rows = first dim) truncated to its best rank-k approximation by SVD.
-
-        Vectors (biases, norms) have no rank: they are kept as they are.
-        """
-        if k < 1:
-            raise ValueError(f"rank k must be ≥ 1, got {k}")
-        out = OrderedDict()
-        for key, v in self.deltas.items():
-            out[key] = rank_k(v, k) if v.ndim >= 2 else v.clone()
-        return TaskVector(out, self.frozen)
-
-    # ---- Corollary 2: sparsity ----------------------------------------------------------------------------
-    def sparsify_rows(self, keep: float) -> TaskVector:
-        """Keep, in each matrix, the ⌈keep·rows⌉ rows with the largest L2 norm; zero the others (vectors kept)."""
-        _check_fraction(keep)
-        out = OrderedDict()
-        for key, v in self.deltas.items():
-            out[key] = v * row_mask(v, keep).reshape(-1, *([1] * (v.ndim - 1))) if v.ndim >= 2 else v.clone()
-        return TaskVector(out, self.frozen)
-
-    def sparsify_entries(self, keep: float) -> TaskVector:
-        """Keep, in each tensor, the ⌈keep·numel⌉ entries largest in magnitude (TIES-style trimming)."""
-        _check_fraction(keep)
-        return TaskVector({k: v * top_entries_mask(v, keep) for k, v in self.deltas.items()}, self.frozen)
-
 
 def _difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a − b in a's dtype; half-precision tensors are subtracted in float32 first."""
     if a.dtype in (torch.float16, torch.bfloat16):
         return (a.float() - b.float()).to(a.dtype)
     return a - b
-
-
-def _check_fraction(keep: float) -> None:
-    if not 0.0 <= keep <= 1.0:
-        raise ValueError(f"the fraction to keep must be in [0, 1], got {keep}")
-
-
-def rank_k(t: torch.Tensor, k: int) -> torch.Tensor:
-    """Best rank-k approximation (Eckart–Young) of a tensor viewed as (rows, rest)."""
-    mat = _as_matrix(t).double()
-    U, S, Vh = torch.linalg.svd(mat, full_matrices=False)
-    k = min(k, S.numel())
-    return ((U[:, :k] * S[:k]) @ Vh[:k]).reshape(t.shape).to(t.dtype)
-
-
-def row_mask(t: torch.Tensor, keep: float) -> torch.Tensor:
-    """Boolean mask over rows (first dim): True for the ⌈keep·rows⌉ rows of largest L2 norm."""
-    norms = _as_matrix(t).norm(dim=1)
-    n_keep = math.ceil(keep * norms.numel())
-    mask = torch.zeros_like(norms, dtype=torch.bool)
-    mask[torch.argsort(norms, descending=True, stable=True)[:n_keep]] = True
-    return mask
-
-
-def top_entries_mask(t: torch.Tensor, keep: float) -> torch.Tensor:
-    """Boolean mask of t's shape: True for the ⌈keep·numel⌉ entries largest in magnitude."""
-    flat = t.reshape(-1).abs()
-    n_keep = math.ceil(keep * flat.numel())
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[torch.argsort(flat, descending=True, stable=True)[:n_keep]] = True
-    return mask.reshape(t.shape)
 
 
 def merge(
