@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tvutils.editing.task_vector import TaskVector, rank_k
+from tvutils.editing.task_vector import TaskVector
+from tvutils.editing.variants import rank_k
 from tvutils.taskvec.low_rank import (
-    corollary1_w_bound,
     direction_alignment,
     irrelevant_span_fraction,
     leading_directions,
@@ -16,6 +16,7 @@ from tvutils.taskvec.low_rank import (
     stored_numbers,
     truncation_error,
 )
+from tvutils.taskvec.theorems import corollary1_w_bound
 
 
 def _planted(rows=8, cols=6):

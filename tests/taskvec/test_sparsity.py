@@ -1,4 +1,4 @@
-"""Tests of tvutils.taskvec.sparsity: row norms, the two-group split, and the four ways to prune a task vector."""
+"""Tests of tvutils.taskvec.sparsity: row norms, the two-group split, the regime search."""
 
 import numpy as np
 import pytest
@@ -8,12 +8,9 @@ from tvutils.editing.task_vector import TaskVector
 from tvutils.taskvec.data import DataConfig
 from tvutils.taskvec.model import LearnerConfig
 from tvutils.taskvec.sparsity import (
-    dare,
     effective_readout,
-    prune_rows,
     regime_run,
     row_norms,
-    trim_entries,
     two_groups,
 )
 from tvutils.taskvec.training import TrainConfig
@@ -49,44 +46,6 @@ def test_two_groups_ignores_outliers_and_unimodal():
     g = two_groups(norms, min_fraction=0.1)
     assert not g.present()
     assert g.large_fraction <= 0.9
-
-
-def test_prune_rows_smallest_and_random():
-    tv = _tv()
-    pruned = prune_rows(tv, 0.3)
-    zero = (pruned.deltas["V"].norm(dim=1) == 0).numpy()
-    assert zero.sum() == 3 and set(np.flatnonzero(zero)) == set(np.argsort(row_norms(tv))[:3])
-    assert torch.equal(pruned.deltas["W"], tv.deltas["W"]) and torch.equal(pruned.deltas["b"], tv.deltas["b"])
-    rand = prune_rows(tv, 0.5, how="random", seed=3)
-    assert int((rand.deltas["V"].norm(dim=1) == 0).sum()) == 5
-    assert torch.equal(rand.deltas["V"], prune_rows(tv, 0.5, how="random", seed=3).deltas["V"])
-    assert torch.equal(prune_rows(tv, 0.0).deltas["V"], tv.deltas["V"])
-    with pytest.raises(ValueError):
-        prune_rows(tv, 1.5)
-    with pytest.raises(ValueError):
-        prune_rows(tv, 0.2, how="largest")
-
-
-def test_trim_entries_keeps_largest():
-    tv = _tv()
-    trimmed = trim_entries(tv, 0.75, keys=["V"])
-    V, T = tv.deltas["V"], trimmed.deltas["V"]
-    assert int((T != 0).sum()) == 10
-    assert float(T.abs().max()) == float(V.abs().max())
-    kept_min = T[T != 0].abs().min()
-    assert float(V[T == 0].abs().max()) <= float(kept_min)
-    assert torch.equal(trimmed.deltas["W"], tv.deltas["W"])
-
-
-def test_dare_rescales_and_is_unbiased():
-    tv = TaskVector({"V": torch.ones(200, 50)})
-    out = dare(tv, 0.8, seed=0)
-    vals = out.deltas["V"]
-    assert set(torch.unique(vals).tolist()) <= {0.0, 5.0}
-    assert abs(float(vals.mean()) - 1.0) < 0.05
-    assert torch.equal(vals, dare(tv, 0.8, seed=0).deltas["V"])
-    assert float(dare(tv, 1.0, seed=0).deltas["V"].abs().sum()) == 0.0
-    assert torch.equal(dare(tv, 0.0, seed=1).deltas["V"], tv.deltas["V"])
 
 
 def test_effective_readout():

@@ -1,7 +1,18 @@
 import numpy as np
 import pytest
 
-from tvutils.taskvec.theorems import agreement, lambda_grid, theorem1_region, theorem2_region, theorem3_region
+from tvutils.taskvec.boundaries import agreement
+from tvutils.taskvec.theorems import (
+    addition_success,
+    lambda_grid,
+    negation_success,
+    orthant,
+    orthant_edge,
+    theorem1_region,
+    theorem2_region,
+    theorem3_coordinates,
+    theorem3_region,
+)
 
 
 def test_lambda_grid_is_exact():
@@ -40,3 +51,36 @@ def test_theorem3_region_and_agreement():
     assert np.isnan(agreement(np.zeros((2, 2), bool), np.ones((2, 2), bool)))
     with pytest.raises(ValueError):
         agreement(mask, mask[:3])
+
+
+def test_success_rules():
+    lambdas = np.array([-1.0, 0.0, 2.0])
+    loss = np.zeros((2, 1, 3))  # (task, α, λ)
+    loss[0] = [[0.12, 0.05, 0.12]]  # T1: 0.12 ≤ 0.1 + |λ|·0.02 only where |λ| ≥ 1
+    loss[1] = [[0.9, 0.05, 0.11]]
+    add = addition_success(loss, lambdas, eps=0.05, eps_factor=2, beta=0.02)
+    assert add.tolist() == [[False, True, False]]  # T2 must be ≤ 0.1 without the |λ|β allowance
+    neg = negation_success(loss, lambdas, eps=0.05, eps_factor=2, beta=0.02, forgotten=0.5)
+    assert neg.tolist() == [[True, False, False]]
+    with_seed_axis = addition_success(loss[None], lambdas, 0.05, 2, 0.02)
+    assert with_seed_axis.shape == (1, 1, 3)
+
+
+def test_coordinates_match_theorem3_region():
+    lam1, lam2, gam, c = lambda_grid(-2, 3), lambda_grid(-2, 2), (0.779, -0.627), 0.1
+    s1, s2 = theorem3_coordinates(gam, lam1, lam2)
+    assert s1.shape == (26, 21)
+    assert s1[np.searchsorted(lam1, 1.0), np.searchsorted(lam2, 0.0)] == pytest.approx(gam[0])
+    assert np.array_equal(orthant(s1, s2, 1 + c, 1 + c), theorem3_region(gam, lam1, lam2, c=c, beta=0.0))
+    with pytest.raises(ValueError):
+        theorem3_coordinates((0.5, 0.5, 0.5), lam1, lam2)
+
+
+def test_orthant_edge_is_the_lowest_lambda1_inside():
+    gam, lam1, lam2 = (0.779, -0.627), lambda_grid(-2, 3, 0.01), lambda_grid(-2, 2)
+    s1, s2 = theorem3_coordinates(gam, lam1, lam2)
+    edge = orthant_edge(gam, 0.7, 0.2, lam2)
+    first = lam1[np.argmax(orthant(s1, s2, 0.7, 0.2), axis=0)]
+    assert np.allclose(first, edge, atol=0.011)
+    with pytest.raises(ValueError):
+        orthant_edge((-0.5, 0.5), 1.0, 1.0, lam2)

@@ -1,8 +1,9 @@
 """Notebook parameter profiles: the defaults are the book's run; ``profile="ci"`` picks a small, fast run.
 
-A notebook's papermill ``parameters`` cell sets ``profile`` plus any overrides; the notebook then calls
-``resolve(DEFAULTS, CI_OVERRIDES, profile, overrides)`` so that one switch selects the CI profile and an
-unknown parameter name is an error, not a silent no-op.
+A notebook's papermill ``parameters`` cell sets ``profile`` and ``overrides``; the notebook then calls
+``resolve(DEFAULTS, profile, PROFILES, overrides)``, so that one switch selects a profile (``PROFILES`` maps
+each profile a chapter offers to the parameters it changes) and an unknown profile or parameter name is an
+error, not a silent no-op.
 """
 
 from __future__ import annotations

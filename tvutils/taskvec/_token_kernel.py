@@ -2,7 +2,7 @@
 
 Kept apart so that ``import tvutils`` does not import numba: this module is imported the first time a grid is
 evaluated by token. Compiled once per machine and cached on disk (``cache=True``: numba's cache directory,
-next to this file or under ``NUMBA_CACHE_DIR``); the first compile takes a few seconds.
+next to this file or under ``NUMBA_CACHE_DIR``); the first call compiles it.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 from numba import njit, prange
 
 # numba's default OpenMP layer keeps its threads spinning between parallel regions: with torch's own OpenMP
-# threads in the same process, or another notebook on the same two cores, both slow down (measured: two
-# chapters executed side by side took 152 s and 158 s with OpenMP, 39 s and 48 s with the workqueue). The
-# workqueue layer's threads sleep while idle. An explicit NUMBA_THREADING_LAYER is respected.
+# threads in the same process, or another notebook on the same two cores, both slow down (by how much:
+# benchmarks/README.md). The workqueue layer's threads sleep while idle. An explicit NUMBA_THREADING_LAYER is
+# respected.
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 

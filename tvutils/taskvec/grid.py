@@ -12,11 +12,11 @@ Two exact ways to finish the forward pass of eq. (3) from there:
 
       mixed(n, q) = Σ_j C[n,j] e^{K[j,q]} Z[j] / Σ_j C[n,j] e^{K[j,q]},   K = T W(λ) Tᵀ (u, u),  Z = T V(λ)ᵀ (u, m)
 
-  and f(X_n) = (1/P) Σ_q C[n,q] aᵀ ReLU(mixed(n, q)): sums over the sample's distinct tokens only (about 12
-  of the u = 22 in the Theorem 3 test set), with no (n, P, P) tensor. Per query that is a few keys times m
-  neurons, too small for torch's kernels, so this loop is compiled with numba (``tvutils.taskvec._token_kernel``):
-  30% of the flops of one batched product C (n, u) @ [e^{K[j,q]} Z[j]] (u, u·m) per point (the earlier
-  torch version), and numba's threads are not held up by Python between small operations.
+  and f(X_n) = (1/P) Σ_q C[n,q] aᵀ ReLU(mixed(n, q)): sums over the sample's own distinct tokens only,
+  with no (n, P, P) tensor. Per query that is a few keys times m neurons, too small for torch's kernels, so
+  this loop is compiled with numba (``tvutils.taskvec._token_kernel``), whose threads are not held up by
+  Python between small operations. (What it saves over a loop of merged models, and over one batched
+  product C (n, u) @ [e^{K[j,q]} Z[j]] per point, is measured in ``benchmarks/README.md``.)
 * **by position** (any X, e.g. with noise): eq. (3) on the (n, P, P) scores and (n, P, m) values, in blocks of
   samples small enough to stay in cache.
 
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..editing.task_vector import TaskVector
-from .model import OneLayerTransformer, hinge_loss
+from .model import OneLayerTransformer, loss_and_error
 
 # Largest spread of one query's scores over all tokens for which the by-token softmax (normalised by the
 # maximum over all u tokens, not only those present in a sample) keeps full float32 precision.
@@ -57,8 +57,8 @@ def evaluate_merges(
     ``chunk``: grid points per pass of the by-position path (the by-token path sets its own).
     """
     out = merged_outputs(model0, task_vectors, lambdas, X, chunk=chunk)  # (G, n)
-    y = y.cpu()
-    return hinge_loss(out, y).mean(1).numpy(), (torch.sign(out) != y).float().mean(1).numpy()
+    loss, error = loss_and_error(out, y.cpu())
+    return loss.numpy(), error.numpy()
 
 
 @torch.no_grad()
@@ -108,10 +108,9 @@ def merged_outputs(
 def distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct rows of ``rows`` (N, d) and, for each row, the index of its copy: (u, d), (N,).
 
-    Exact, like ``torch.unique(rows, dim=0, return_inverse=True)`` (in another order) but about 7× faster:
-    rows are grouped by a random projection, and the grouping is checked entry by entry (if two different
-    rows ever shared a projection, it falls back to ``torch.unique``). 5.6 ms instead of 39 ms for the
-    20,000 tokens of the Theorem 3 test set.
+    Exact, like ``torch.unique(rows, dim=0, return_inverse=True)`` (in another order) but faster
+    (``benchmarks/README.md``): rows are grouped by a random projection, and the grouping is checked entry
+    by entry (if two different rows ever shared a projection, it falls back to ``torch.unique``).
     """
     if len(rows) == 0:
         return torch.unique(rows, dim=0, return_inverse=True)
@@ -256,14 +255,10 @@ def evaluate_merges_loop(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The reference: build one merged model per grid point and evaluate it."""
     from ..editing.task_vector import merge
+    from .training import evaluate
 
-    losses, errors = [], []
-    for row in np.asarray(lambdas, dtype=float):
-        model = merge(model0, task_vectors, [float(v) for v in row])
-        out = model(X)
-        losses.append(float(hinge_loss(out, y).mean()))
-        errors.append(float((torch.sign(out) != y).float().mean()))
-    return np.array(losses), np.array(errors)
+    rows = [evaluate(merge(model0, task_vectors, [float(v) for v in row]), X, y) for row in np.asarray(lambdas)]
+    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
 
 
 def grid_points(*axes: np.ndarray) -> np.ndarray:

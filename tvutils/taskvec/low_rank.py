@@ -2,8 +2,9 @@
 
 Corollary 1 [paper]: for any task T there are rank-1 ΔW_LR, ΔV_LR with ‖ΔW_T − ΔW_LR‖_F ≤ Mε + 1/log M and
 ‖ΔV_T − ΔV_LR‖_F ≤ Θ(ε). The best rank-k approximation is the SVD truncation (Eckart–Young), which
-``TaskVector.low_rank`` applies; this module measures how much a truncation leaves out and what the kept
-directions are, so a chapter can compare them with μ_T and with the irrelevant patterns.
+``tvutils.editing.variants.low_rank`` applies; this module measures how much a truncation leaves out and what the kept
+directions are, so a chapter can compare them with μ_T and with the irrelevant patterns (the bound itself:
+``tvutils.taskvec.theorems.corollary1_w_bound``).
 """
 
 from __future__ import annotations
@@ -81,11 +82,3 @@ def stored_numbers(tv: TaskVector, rank: int | None = None) -> int:
         rows, cols = value.shape[0], math.prod(value.shape[1:])
         total += min(rank * (rows + cols), rows * cols)
     return total
-
-
-def corollary1_w_bound(M: int | np.ndarray, eps: float | np.ndarray) -> np.ndarray:
-    """The right-hand side of Corollary 1 for ΔW, read literally: M·ε + 1/log M (natural log, M ≥ 2)."""
-    M = np.asarray(M, dtype=float)
-    if np.any(M < 2):
-        raise ValueError("1/log M needs M ≥ 2")
-    return M * np.asarray(eps, dtype=float) + 1.0 / np.log(M)

@@ -70,3 +70,8 @@ class OneLayerTransformer(nn.Module):
 def hinge_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-sample hinge loss ℓ = max{0, 1 − y f(X)}: (B,), (B,) → (B,)."""
     return torch.clamp(1.0 - y * output, min=0.0)
+
+
+def loss_and_error(output: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean hinge loss and error rate (fraction of sign(f) ≠ y) over the last dimension: (…, n), (n,) → (…), (…)."""
+    return hinge_loss(output, y).mean(-1), (torch.sign(output) != y).float().mean(-1)

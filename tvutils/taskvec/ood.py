@@ -9,11 +9,11 @@ beyond the region itself (``tvutils.taskvec.theorems.theorem3_region``):
   ``gamma_from_outputs`` (the margin a source model adds on T', relative to the margin it adds on its own task),
   ``gamma_from_readout`` (cosine of the learners' read-out directions āᵀΔV) and ``gamma_from_cosine`` (cosine
   of whole task vectors, the common recipe, shown to fail when task vectors share a component);
-* the theorem's coordinates s₁ = Σλᵢγᵢ, s₂ = Σλᵢγᵢ² over a λ grid, and ``fit_thresholds``: the two thresholds
-  (t₁, t₂) whose region {s₁ ≥ t₁, s₂ ≥ t₂} best matches an observed success mask (fitted on one seed, to be
-  scored on others);
-* ``lower_edge``: for each λ₂, the λ₁ from which the merge succeeds; ``best_cell``: the best grid point;
-* ``run_ood``: one seed's whole experiment (γ̂ three ways, the T' loss and error over the λ grid).
+* ``run_ood``: one seed's whole experiment (γ̂ three ways, the T' loss and error over the λ grid), and
+  ``table2``: its summary in the layout of the paper's Table 2.
+
+The theorem's coordinates and region are in ``tvutils.taskvec.theorems``; the observed edges, the fitted
+thresholds and the best grid point in ``tvutils.taskvec.boundaries``.
 """
 
 from __future__ import annotations
@@ -22,17 +22,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from numpy.typing import ArrayLike
 from torch import nn
 
 from ..editing.task_vector import TaskVector
+from . import seeds
+from .boundaries import best_cell
 from .data import OODTasks
 from .grid import evaluate_merges, grid_points
 from .model import OneLayerTransformer
+from .theorems import theorem3_coordinates
 from .training import evaluate
-
-TEST_SEED_OFFSET = 8_000_000  # T' / Tᵢ test sets never share a generator seed with training or stopping sets
 
 # ---- estimating γ from models ------------------------------------------------------------------------------
 
@@ -94,119 +96,6 @@ def gamma_from_outputs(
     return np.array(out)
 
 
-# ---- the theorem's coordinates and the observed edges ------------------------------------------------------
-
-
-def theorem3_coordinates(gammas: ArrayLike, lam1: ArrayLike, lam2: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """s₁ = λ₁γ₁ + λ₂γ₂ and s₂ = λ₁γ₁² + λ₂γ₂² on the grid, each of shape (len(λ₁), len(λ₂))."""
-    g = np.asarray(gammas, dtype=float)
-    if g.shape != (2,):
-        raise ValueError(f"two γ's expected, got shape {g.shape}")
-    L1, L2 = np.meshgrid(np.asarray(lam1, dtype=float), np.asarray(lam2, dtype=float), indexing="ij")
-    return L1 * g[0] + L2 * g[1], L1 * g[0] ** 2 + L2 * g[1] ** 2
-
-
-def orthant(s1: np.ndarray, s2: np.ndarray, t1: float, t2: float) -> np.ndarray:
-    """The region {s₁ ≥ t₁ and s₂ ≥ t₂} as a boolean mask (Theorem 3's form, without |λᵢ|β ≤ c)."""
-    return (np.asarray(s1) >= t1 - 1e-12) & (np.asarray(s2) >= t2 - 1e-12)
-
-
-def balanced_accuracy(predicted: np.ndarray, observed: np.ndarray) -> float:
-    """Mean of the true-positive and true-negative rates of a predicted mask against an observed one."""
-    p, o = np.asarray(predicted, dtype=bool), np.asarray(observed, dtype=bool)
-    if p.shape != o.shape:
-        raise ValueError(f"mask shapes differ: {p.shape} vs {o.shape}")
-    rates = [float(p[o].mean()) if o.any() else None, float((~p[~o]).mean()) if (~o).any() else None]
-    rates = [r for r in rates if r is not None]
-    return float(np.mean(rates))
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Fitted edges of the success region in Theorem 3's coordinates."""
-
-    t1: float  # edge in s₁ = Σλᵢγᵢ (−inf: no edge in s₁ inside the grid)
-    t2: float  # edge in s₂ = Σλᵢγᵢ² (−inf: no edge in s₂ inside the grid)
-    balanced_accuracy: float  # of the region {s₁ ≥ t₁, s₂ ≥ t₂} against the mask it was fitted on
-
-
-def _cut_points(values: np.ndarray) -> np.ndarray:
-    """Candidate thresholds: −inf (no condition), then midway between consecutive distinct values."""
-    u = np.unique(np.round(np.asarray(values, dtype=float).ravel(), 9))
-    return np.concatenate([[-np.inf], (u[1:] + u[:-1]) / 2])
-
-
-def fit_thresholds(success: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> Thresholds:
-    """The (t₁, t₂) whose region {s₁ ≥ t₁, s₂ ≥ t₂} has the highest balanced accuracy against ``success``.
-
-    Candidates lie midway between neighbouring cells' coordinates, so a threshold sits on the observed edge;
-    −inf means that coordinate needs no threshold on this grid (its edge, if any, lies outside the grid).
-    Ties go to the smallest t₁, then the smallest t₂ (the largest region among equally good ones).
-    """
-    ok = np.asarray(success, dtype=bool).ravel()
-    a, b = np.asarray(s1, dtype=float).ravel(), np.asarray(s2, dtype=float).ravel()
-    if not ok.any() or ok.all():
-        raise ValueError("the success mask must hold both successes and failures to place an edge")
-    c1, c2 = _cut_points(a), _cut_points(b)
-    above2 = b[None, :] >= c2[:, None]  # (n2, cells)
-    best = (-1.0, 0.0, 0.0)
-    for t1 in c1:
-        pred = (a >= t1)[None, :] & above2  # (n2, cells)
-        tpr = (pred & ok).sum(1) / ok.sum()
-        tnr = (~pred & ~ok).sum(1) / (~ok).sum()
-        score = (tpr + tnr) / 2
-        j = int(np.argmax(score))
-        if score[j] > best[0] + 1e-12:
-            best = (float(score[j]), float(t1), float(c2[j]))
-    return Thresholds(t1=best[1], t2=best[2], balanced_accuracy=best[0])
-
-
-def lower_edge(success: np.ndarray, lam1: ArrayLike) -> np.ndarray:
-    """For each column (λ₂), the smallest λ₁ from which every larger λ₁ succeeds; NaN if the top cell fails.
-
-    ``success`` has shape (len(λ₁), len(λ₂)) with λ₁ ascending along rows. → (len(λ₂),).
-    """
-    s = np.asarray(success, dtype=bool)
-    lam1 = np.asarray(lam1, dtype=float)
-    if s.shape[0] != len(lam1) or np.any(np.diff(lam1) <= 0):
-        raise ValueError("success must have one row per λ₁, with λ₁ ascending")
-    out = np.full(s.shape[1], np.nan)
-    for j in range(s.shape[1]):
-        i = len(lam1) - 1
-        if not s[i, j]:
-            continue
-        while i > 0 and s[i - 1, j]:
-            i -= 1
-        out[j] = lam1[i]
-    return out
-
-
-def best_cell(
-    loss: np.ndarray, error: np.ndarray, lam1: ArrayLike, lam2: ArrayLike, nonzero: bool = True
-) -> tuple[int, int]:
-    """Index (i, j) of the best grid point: lowest loss, then lowest error, then smallest ‖λ‖ (many cells can
-    reach zero hinge loss; ties go to the smallest edit). ``nonzero`` keeps to λᵢ ≠ 0, as Theorem 3 requires."""
-    loss, error = np.asarray(loss, dtype=float), np.asarray(error, dtype=float)
-    L1, L2 = np.meshgrid(np.asarray(lam1, dtype=float), np.asarray(lam2, dtype=float), indexing="ij")
-    if loss.shape != L1.shape or error.shape != L1.shape:
-        raise ValueError(f"loss and error must have shape {L1.shape}")
-    barred = ((np.abs(L1) < 1e-12) | (np.abs(L2) < 1e-12)) if nonzero else np.zeros(L1.shape, dtype=bool)
-    if barred.all():
-        raise ValueError("no grid point has every λᵢ ≠ 0")
-    order = np.lexsort((np.hypot(L1, L2).ravel(), error.ravel(), loss.ravel(), barred.ravel()))
-    i, j = np.unravel_index(int(order[0]), loss.shape)
-    return int(i), int(j)
-
-
-def orthant_edge(gammas: ArrayLike, t1: float, t2: float, lam2: ArrayLike) -> np.ndarray:
-    """For each λ₂, the smallest λ₁ with s₁ ≥ t₁ and s₂ ≥ t₂ (needs γ₁ > 0): max((t₁ − γ₂λ₂)/γ₁, (t₂ − γ₂²λ₂)/γ₁²)."""
-    g = np.asarray(gammas, dtype=float)
-    if g.shape != (2,) or g[0] <= 0:
-        raise ValueError(f"two γ's with γ₁ > 0 expected, got {g}")
-    lam2 = np.asarray(lam2, dtype=float)
-    return np.maximum((t1 - g[1] * lam2) / g[0], (t2 - g[1] ** 2 * lam2) / g[0] ** 2)
-
-
 # ---- one seed's experiment ---------------------------------------------------------------------------------
 
 
@@ -261,9 +150,10 @@ def run_ood(
     if n_test < 2 or n_test % 2:
         raise ValueError(f"n_test must be an even number ≥ 2, got {n_test}")
     lam1, lam2 = np.asarray(lam1, dtype=float), np.asarray(lam2, dtype=float)
-    base = TEST_SEED_OFFSET + 100 * seed
-    X_t, y_t = ood.target.sample(n_test, torch.Generator().manual_seed(base))
-    source_sets = [t.sample(n_test, torch.Generator().manual_seed(base + 1 + k)) for k, t in enumerate(ood.sources)]
+    X_t, y_t = ood.target.sample(n_test, torch.Generator().manual_seed(seeds.ood_test(seed, 0)))
+    source_sets = [
+        t.sample(n_test, torch.Generator().manual_seed(seeds.ood_test(seed, 1 + k))) for k, t in enumerate(ood.sources)
+    ]
     tvs = [TaskVector.from_models(model0, m) for m in models]
     halves = [(X_t[: n_test // 2], y_t[: n_test // 2]), (X_t[n_test // 2 :], y_t[n_test // 2 :])]
     G = grid_points(lam1, lam2)  # (L1·L2, 2), λ₁ slowest
@@ -286,3 +176,37 @@ def run_ood(
         gamma_readout=gamma_from_readout(model0, tvs[:2], tvs[2]),
         gamma_cosine=gamma_from_cosine(tvs[:2], tvs[2]),
     )
+
+
+def s2_reach(run: OODRun, t1: float) -> float:
+    """The lowest s₂ (from γ̂ by outputs) the grid reaches where s₁ ≥ t₁: an s₂ edge below it cannot be seen."""
+    s1, s2 = theorem3_coordinates(run.gamma_outputs, run.lam1, run.lam2)
+    return float(s2[s1 >= t1].min())
+
+
+def merge_gain(run: OODRun) -> float:
+    """T' loss margin of the best merge (chosen on half A) over the better source model, both scored on half B."""
+    i, j = best_cell(run.loss[0], run.error[0], run.lam1, run.lam2)
+    singles = [run.loss[1][run.cell(1, 0)], run.loss[1][run.cell(0, 1)]]
+    return float(min(singles) - run.loss[1, i, j])
+
+
+def table2(run: OODRun, paper_best: tuple[float, float] = (1.2, -0.6)) -> pd.DataFrame:
+    """The paper's Table 2 layout for one run: (λ₁, λ₂), T' loss and accuracy of the model fine-tuned on T', the
+    two source models, the best merge (picked on the whole test set, and picked on half A, scored on half B)
+    and the paper's best λ."""
+    full_best = best_cell(run.mean_loss, run.mean_error, run.lam1, run.lam2)
+    half_best = best_cell(run.loss[0], run.error[0], run.lam1, run.lam2)
+    ref = run.reference["Ψ*_T'"].mean(0)
+    cols = {"fine-tuned on T'": ("N/A", ref[0], 1 - ref[1])}
+    for label, (i, j), half in [
+        ("Ψ*_T1", run.cell(1, 0), None),
+        ("Ψ*_T2", run.cell(0, 1), None),
+        ("best λ (test set)", full_best, None),
+        ("best λ (half A → half B)", half_best, 1),
+        ("the paper's best λ", run.cell(*paper_best), None),
+    ]:
+        loss = run.mean_loss[i, j] if half is None else run.loss[half, i, j]
+        error = run.mean_error[i, j] if half is None else run.error[half, i, j]
+        cols[label] = (f"({run.lam1[i]:g}, {run.lam2[j]:g})", loss, 1 - error)
+    return pd.DataFrame(cols, index=["(λ₁, λ₂)", "T' loss (ours)", "T' accuracy (ours)"])

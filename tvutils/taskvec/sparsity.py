@@ -6,12 +6,13 @@ rest ‖uᵢ‖ ≤ O(m^{-1/2}ε); pruning the small rows keeps Theorems 1-3. Th
 * ``row_norms`` and ``two_groups``: the histogram's two groups, found by splitting the log row norms in two
   (the split with the least within-group spread, each group holding at least ``min_fraction`` of the rows) and
   measuring how far apart the groups are (Ashman's D; D > 2 is a clean separation);
-* four ways to sparsify selected tensors of a task vector, all keeping the others as they are:
-  ``prune_rows`` (the p% smallest rows, or p% random rows), ``trim_entries`` (the p% smallest entries,
-  TIES-style trimming {cite}`yadav2023ties`) and ``dare`` (drop p% random entries, rescale the rest by 1/(1 − p),
-  DARE {cite}`yu2024dare`);
 * ``effective_readout``: the learner's output weight of each neuron when attention is uniform,
-  (1/P) Σ_l a_(l),i, the quantity that decides which neurons grow in the regime where the groups appear.
+  (1/P) Σ_l a_(l),i, the quantity that decides which neurons grow in the regime where the groups appear;
+* ``regime_run``: one fine-tune summarised by its row norms, for the search of the regime where the groups
+  appear;
+* ``merge_losses``, ``loss_at`` and ``prune_check``: the losses of the three theorems' merges with pruned task
+  vectors, and what pruning costs. The ways to prune (largest or random rows, largest entries, DARE) are
+  ``tvutils.editing.variants``.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..editing.task_vector import TaskVector
+from . import seeds
 from .data import DataConfig, task_pair
-from .experiments import fine_tune_tasks, pretrained
-from .model import LearnerConfig
+from .experiments import fine_tune_tasks, pretrained, sweep_merges
+from .model import LearnerConfig, OneLayerTransformer
 from .training import TrainConfig
 
 
@@ -94,82 +97,6 @@ def effective_readout(a: torch.Tensor) -> np.ndarray:
     return a.double().mean(0).numpy()
 
 
-# ---- sparsifying a task vector ------------------------------------------------------------------------------
-def _check_p(p: float) -> None:
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"the fraction to prune must be in [0, 1], got {p}")
-
-
-def _selected(tv: TaskVector, keys: Sequence[str] | None) -> list[str]:
-    keys = list(tv.deltas) if keys is None else list(keys)
-    missing = [k for k in keys if k not in tv.deltas]
-    if missing:
-        raise ValueError(f"key(s) {missing} not in the task vector; it has {tv.keys()}")
-    return keys
-
-
-def _replace(tv: TaskVector, new: dict[str, torch.Tensor]) -> TaskVector:
-    return TaskVector({k: new.get(k, v) for k, v in tv.deltas.items()}, tv.frozen)
-
-
-def prune_rows(
-    tv: TaskVector, p: float, keys: Sequence[str] = ("V",), how: str = "smallest", seed: int = 0
-) -> TaskVector:
-    """Zero ⌊p·rows⌋ rows of each selected matrix: those of smallest L2 norm (``how="smallest"``) or random ones.
-
-    Ties in norm are broken by row index (stable sort), so the result is deterministic.
-    """
-    _check_p(p)
-    if how not in ("smallest", "random"):
-        raise ValueError(f"how must be 'smallest' or 'random', got {how!r}")
-    gen = torch.Generator().manual_seed(seed)
-    new = {}
-    for key in _selected(tv, keys):
-        t = tv.deltas[key]
-        if t.ndim < 2:
-            raise ValueError(f"key {key!r} has no rows (shape {tuple(t.shape)})")
-        rows = t.shape[0]
-        n_drop = math.floor(p * rows + 1e-9)
-        if how == "smallest":
-            order = torch.argsort(t.reshape(rows, -1).norm(dim=1), stable=True)
-        else:
-            order = torch.randperm(rows, generator=gen)
-        keep = torch.ones(rows, dtype=torch.bool)
-        keep[order[:n_drop]] = False
-        new[key] = t * keep.reshape(-1, *([1] * (t.ndim - 1))).to(t.dtype)
-    return _replace(tv, new)
-
-
-def trim_entries(tv: TaskVector, p: float, keys: Sequence[str] | None = None) -> TaskVector:
-    """TIES-style trimming: zero the ⌊p·numel⌋ entries smallest in magnitude of each selected tensor."""
-    _check_p(p)
-    new = {}
-    for key in _selected(tv, keys):
-        t = tv.deltas[key]
-        flat = t.reshape(-1)
-        n_drop = math.floor(p * flat.numel() + 1e-9)
-        keep = torch.ones(flat.numel(), dtype=torch.bool)
-        keep[torch.argsort(flat.abs(), stable=True)[:n_drop]] = False
-        new[key] = (flat * keep.to(t.dtype)).reshape(t.shape)
-    return _replace(tv, new)
-
-
-def dare(tv: TaskVector, p: float, seed: int, keys: Sequence[str] | None = None) -> TaskVector:
-    """DARE: drop each entry of the selected tensors with probability p, rescale the survivors by 1/(1 − p).
-
-    The rescaling keeps every entry's expectation; p = 1 drops everything (no rescaling is possible).
-    """
-    _check_p(p)
-    gen = torch.Generator().manual_seed(seed)
-    new = {}
-    for key in _selected(tv, keys):
-        t = tv.deltas[key]
-        keep = torch.rand(t.shape, generator=gen) >= p
-        scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-        new[key] = t * keep.to(t.dtype) * scale
-    return _replace(tv, new)
-
-
 # ---- the regime search --------------------------------------------------------------------------------------
 @dataclass
 class RegimeResult:
@@ -203,7 +130,7 @@ def regime_run(data_cfg: DataConfig, learner_cfg: LearnerConfig, train_cfg: Trai
     """Fine-tune T1 (μ = e₀) from Ψ⁽⁰⁾(seed) with the given configs and summarise ΔV's row norms."""
     model0 = pretrained(learner_cfg, seed)
     task, _ = task_pair(0.0, data_cfg)
-    (tuned,) = fine_tune_tasks(model0, [task], train_cfg, [1000 * seed + 1])
+    (tuned,) = fine_tune_tasks(model0, [task], train_cfg, [seeds.finetune(seed, seeds.T1)])
     norms = row_norms(tuned.task_vector)
     return RegimeResult(
         norms=norms,
@@ -213,3 +140,57 @@ def regime_run(data_cfg: DataConfig, learner_cfg: LearnerConfig, train_cfg: Trai
         reached=tuned.reached,
         final_loss=tuned.final_loss,
     )
+
+
+# ---- the theorems' merges with pruned task vectors ---------------------------------------------------------------
+MERGES = (
+    "Theorem 1 (addition)",
+    "Theorem 2 (negation, T1 kept)",
+    "Theorem 2 (negation, T2 forgotten)",
+    "Theorem 3 (out of domain)",
+)
+
+
+def merge_losses(
+    model0: OneLayerTransformer,
+    task_vectors: Sequence[TaskVector],
+    test_sets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    add_lambda: float,
+    neg_lambda: float,
+    ood_lambdas: Sequence[float],
+) -> dict[str, float]:
+    """Loss of the three merges of [ΔΨ_T1, ΔΨ_T2] on the test sets [T1, T2, T']: addition Ψ⁽⁰⁾ + ΔΨ_T1 +
+    add_lambda·ΔΨ_T2 (mean over T1, T2), negation with neg_lambda (T1 kept, T2 forgotten), and out of domain
+    Ψ⁽⁰⁾ + λ₁ΔΨ_T1 + λ₂ΔΨ_T2 (T'). Keys: ``MERGES``."""
+    add, _ = sweep_merges(model0, task_vectors, np.array([[1.0, add_lambda]]), test_sets[:2])
+    neg, _ = sweep_merges(model0, task_vectors, np.array([[1.0, neg_lambda]]), test_sets[:2])
+    out, _ = sweep_merges(model0, task_vectors, np.array([list(ood_lambdas)]), test_sets[2:])
+    return dict(zip(MERGES, (float(add.mean()), float(neg[0, 0]), float(neg[1, 0]), float(out[0, 0]))))
+
+
+def loss_at(pruning: pd.DataFrame, regime: str, method: str, merge: str, p: float) -> float:
+    """One loss of a pruning table (columns regime, method, p, merge, loss)."""
+    sub = pruning[(pruning["regime"] == regime) & (pruning["method"] == method) & (pruning["merge"] == merge)]
+    return float(sub.loc[np.isclose(sub["p"], p), "loss"].iloc[0])
+
+
+def prune_check(
+    pruning: pd.DataFrame, regime: str, fractions: Sequence[float], small_fraction: float, merges: Sequence[str]
+) -> tuple[float, float, float]:
+    """At the largest pruned fraction p ≤ the small-row fraction: (p, the largest rise of a merge's loss when the
+    smallest rows are pruned, the mean over merges of (random-row loss − smallest-row loss)); NaNs if no p fits."""
+    grid = [p for p in fractions if 0 < p <= small_fraction + 1e-9]
+    if not grid:
+        return float("nan"), float("nan"), float("nan")
+    p = max(grid)
+    rise = max(
+        loss_at(pruning, regime, "smallest rows", g, p) - loss_at(pruning, regime, "smallest rows", g, 0.0)
+        for g in merges
+    )
+    gap = np.mean(
+        [
+            loss_at(pruning, regime, "random rows", g, p) - loss_at(pruning, regime, "smallest rows", g, p)
+            for g in merges
+        ]
+    )
+    return p, rise, float(gap)

@@ -1,6 +1,7 @@
 """Fine-tuning the learner: minibatch SGD on the hinge loss (SPEC §4), from a given Ψ⁽⁰⁾ until a target.
 
-Each step draws a fresh minibatch from the task (online SGD); the test set is drawn once, from its own seed.
+Each step draws a fresh minibatch from the task (online SGD); the test set is drawn once, from its own seed
+(``seeds.stopping_set``).
 Training stops as soon as every target given (test error ≤ ε and/or test hinge loss ≤ ε) is met at an
 evaluation, or when the step budget runs out. Deterministic: the same seed gives the same weights.
 """
@@ -14,8 +15,9 @@ import torch
 from torch import nn
 
 from ..chapter.progress import progress
+from . import seeds
 from .data import Task
-from .model import hinge_loss
+from .model import hinge_loss, loss_and_error
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,8 @@ class History:
 @torch.no_grad()
 def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean hinge loss and error rate (fraction of sign(f) ≠ y) of a model on (X, y)."""
-    out = model(X)
-    return float(hinge_loss(out, y).mean()), float((torch.sign(out) != y).float().mean())
+    loss, error = loss_and_error(model(X), y)
+    return float(loss), float(error)
 
 
 def fine_tune(
@@ -62,7 +64,7 @@ def fine_tune(
     """Fine-tune a copy of ``model`` (Ψ⁽⁰⁾, left untouched) on ``task``; returns (Ψ*_T, history)."""
     tuned = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(seed)
-    X_test, y_test = task.sample(cfg.n_test, torch.Generator().manual_seed(seed + 10_000))
+    X_test, y_test = task.sample(cfg.n_test, torch.Generator().manual_seed(seeds.stopping_set(seed)))
     groups = [
         {"params": [p], "lr": cfg.lr_W if (n == "W" and cfg.lr_W is not None) else cfg.lr}
         for n, p in tuned.named_parameters()
