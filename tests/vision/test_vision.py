@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from tvutils.editing.inplace import InPlaceMerge
+from tvutils.editing.similarity import output_alpha
 from tvutils.editing.task_vector import TaskVector
 from tvutils.vision import data as vd
+from tvutils.vision import evaluation as ve
 from tvutils.vision import model as vm
+from tvutils.vision import training as vt
 
 TINY = vm.ViTSpec(image_size=8, patch_size=4, hidden_size=16, layers=1, heads=2, mlp_size=16)
 
@@ -122,8 +126,8 @@ def test_hub_loader_on_a_tiny_saved_model(tmp_path):
     pre.save_pretrained(tmp_path)
     loaded = vm.load_pretrained_dir(tmp_path)
     x = torch.rand(3, 3, 28, 28)  # 28 px digits are resized to the model's 16 px
-    assert torch.allclose(vm.logits(loaded, x), vm.logits(pre, x), atol=1e-6)
-    assert vm.margins(vm.with_binary_head(loaded, seed=0), x).shape == (3,)
+    assert torch.allclose(ve.logits(loaded, x), ve.logits(pre, x), atol=1e-6)
+    assert ve.margins(vm.with_binary_head(loaded, seed=0), x).shape == (3,)
 
 
 def test_pretraining_is_cached(tmp_path, monkeypatch):
@@ -132,37 +136,42 @@ def test_pretraining_is_cached(tmp_path, monkeypatch):
         split: (rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), rng.integers(0, 10, n))
         for split, n in (("train", 64), ("test", 32))
     }
-    monkeypatch.setattr(vm, "load_fashion_mnist", lambda split: fake[split])
-    recipe = vm.PretrainRecipe(
+    monkeypatch.setattr(vt, "load_fashion_mnist", lambda split: fake[split])
+    recipe = vt.PretrainRecipe(
         spec=vm.ViTSpec(image_size=28, patch_size=14, hidden_size=16, layers=1, heads=2, mlp_size=16),
         n_train=64,
         epochs=1,
         batch_size=32,
     )
-    first, info = vm.pretrained_vit(recipe, tmp_path)
+    first, info = vt.pretrained_vit(recipe, tmp_path)
     assert not info["cached"] and (tmp_path / f"{recipe.key()}.safetensors").is_file()
-    second, info2 = vm.pretrained_vit(recipe, tmp_path)
+    second, info2 = vt.pretrained_vit(recipe, tmp_path)
     assert info2["cached"] and info2["fashion_test_accuracy"] == info["fashion_test_accuracy"]
     for (k, v), (_, w) in zip(first.state_dict().items(), second.state_dict().items()):
         assert torch.equal(v, w), k
-    assert vm.PretrainRecipe(epochs=2).key() != vm.PretrainRecipe().key()
+    assert vt.PretrainRecipe(epochs=2).key() != vt.PretrainRecipe().key()
 
 
 def test_fine_tune_merge_and_alpha():
     base = vm.with_binary_head(vm.make_vit(TINY, 10, 0), seed=0)
     x, y = torch.rand(64, 3, 28, 28), torch.randint(0, 2, (64,))
-    tuned = vm.fine_tune(base, x, y, vm.FineTuneRecipe(epochs=1, batch_size=32))
+    tuned = vt.fine_tune_vit(base, x, y, vt.FineTuneRecipe(epochs=1, batch_size=32))
     assert torch.equal(tuned.classifier.weight, base.classifier.weight)  # the head is frozen by default
     tv = TaskVector.from_models(base, tuned, include=vm.encoder_keys)
     assert not any(k.startswith("classifier.") for k in tv.keys())
-    merger = vm.Merger(base, [tv, tv])
-    assert torch.allclose(merger.margins([1.0, 0.0], x), vm.margins(tuned, x), atol=1e-5)
-    assert torch.allclose(merger.margins([0.5, 0.5], x), vm.margins(tuned, x), atol=1e-5)
-    assert torch.allclose(merger.margins([0.0, 0.0], x), vm.margins(base, x), atol=1e-6)
-    assert vm.accuracy(torch.tensor([1.0, -1.0, 2.0]), torch.tensor([1, 0, 0])) == pytest.approx(200 / 3)
-    change = vm.margins(tuned, x) - vm.margins(base, x)
-    assert vm.output_alpha(change, change) == pytest.approx(1.0)
-    assert vm.output_alpha(change, -change) == pytest.approx(-1.0)
+    before = ve.margins(base, x)
+    with InPlaceMerge(base, [tv, tv]) as merger:
+        sweep = ve.sweep_margins(merger, [(1.0, 0.0), (0.5, 0.5), (0.0, 0.0)], x)
+    assert torch.allclose(sweep[0], ve.margins(tuned, x), atol=1e-5)
+    assert torch.allclose(sweep[1], ve.margins(tuned, x), atol=1e-5)
+    assert torch.allclose(sweep[2], before, atol=1e-6)
+    assert torch.equal(ve.margins(base, x), before)  # base restored
+    assert ve.accuracy(torch.tensor([1.0, -1.0, 2.0]), torch.tensor([1, 0, 0])) == pytest.approx(200 / 3)
+    change = ve.margins(tuned, x) - ve.margins(base, x)
+    assert float(output_alpha(change, change, dim=0)) == pytest.approx(1.0)
+    assert float(output_alpha(change, -change, dim=0)) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="undefined"):
+        output_alpha(change, 0 * change, dim=0)
     blocks = vm.blockwise_cosine(tv, tv)
     assert set(blocks) <= {"embeddings", "attention", "MLP", "layer norms"}
     assert sum(share for _, share in blocks.values()) == pytest.approx(1.0)
@@ -172,17 +181,17 @@ def test_lambda_selection_rules():
     lambdas = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
     acc1 = np.array([80.0, 94.5, 95.0, 94.0, 90.0])
     acc2 = np.array([10.0, 40.0, 60.0, 80.0, 85.0])
-    assert vm.choose_lambda("multi-task", acc1, acc2, lambdas, 95.0) == 4  # mean 87.5
+    assert ve.choose_lambda("multi-task", acc1, acc2, lambdas, 95.0) == 4  # mean 87.5
     # unlearning: λ = −1 forgets most but costs T1 15 points; −0.5 is within the 1-point tolerance
-    assert vm.choose_lambda("unlearning", acc1, acc2, lambdas, 95.0, tolerance=1.0) == 1
-    assert vm.select_unlearning(acc1, np.array([5.0, 5.0, 5.0, 1.0, 1.0]), lambdas, 95.0) == 2  # tie → nearest 0
+    assert ve.choose_lambda("unlearning", acc1, acc2, lambdas, 95.0, tolerance=1.0) == 1
+    assert ve.select_unlearning(acc1, np.array([5.0, 5.0, 5.0, 1.0, 1.0]), lambdas, 95.0) == 2  # tie → nearest 0
     with pytest.raises(ValueError):
-        vm.choose_lambda("other", acc1, acc2, lambdas, 95.0)
+        ve.choose_lambda("other", acc1, acc2, lambdas, 95.0)
     sweep = torch.tensor([[1.0, -1.0, 1.0, -1.0], [-1.0, -1.0, -1.0, -1.0]])
     y = torch.tensor([1, 0, 0, 0])
-    assert vm.accuracy_rows(sweep, y).tolist() == [75.0, 75.0]
-    first, second = vm.half_masks(4, seed=0)
+    assert ve.accuracy_rows(sweep, y).tolist() == [75.0, 75.0]
+    first, second = ve.half_masks(4, seed=0)
     assert int(first.sum()) == 2 and not bool((first & second).any())
-    assert vm.accuracy_rows(sweep, y, first).shape == (2,)
+    assert ve.accuracy_rows(sweep, y, first).shape == (2,)
     assert vm.block_of("vit.layers.0.mlp.fc1.weight") == "MLP" and vm.block_of("vit.layernorm.bias") == "layer norms"
     assert vm.block_of("vit.encoder.layer.0.intermediate.dense.weight") == "MLP"

