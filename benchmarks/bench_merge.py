@@ -2,7 +2,7 @@
 
 OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoint with two fine-tuned copies, by
 
-* ``stream``    ``python -m tvutils merge`` (tvutils.editing.checkpoint: one tensor at a time, reused buffers),
+* ``stream``    ``python -m tvutils merge`` (tvutils.editing.streaming: one tensor at a time, reused buffers),
 * ``memory``    the in-memory computation: load the three models whole, merge, save,
 * ``mergekit``  ``mergekit-yaml`` with ``merge_method: task_arithmetic`` (optional extra ``bench``),
 * ``io``        the machine's own limit: read every input file and write one output of the same size (fsync'd,
