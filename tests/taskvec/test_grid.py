@@ -55,6 +55,8 @@ def test_wide_score_spread_falls_back_exactly():
 def test_by_token_same_for_any_thread_count_and_batch(monkeypatch):
     import numba
 
+    import tvutils.taskvec._token_kernel  # noqa: F401  (sets the threading layer, as the grid does, before numba starts threads)
+
     model0, tvs, X, _ = _setup(n=90)
     before, torch_threads = numba.get_num_threads(), torch.get_num_threads()
     outs = []
@@ -66,7 +68,7 @@ def test_by_token_same_for_any_thread_count_and_batch(monkeypatch):
     finally:
         torch.set_num_threads(torch_threads)  # other tests in this process keep torch's setting
     assert numba.get_num_threads() == before  # restored after each call
-    if "NUMBA_THREADING_LAYER" not in os.environ:  # threads that sleep when idle (see tvutils/_token_kernel.py)
+    if "NUMBA_THREADING_LAYER" not in os.environ:  # threads that sleep when idle (see tvutils/taskvec/_token_kernel.py)
         assert numba.threading_layer() == "workqueue"
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])  # bit for bit: one thread per point
 
