@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tvutils.editing.task_vector import TaskVector  # noqa: E402
+from tvutils.taskvec import seeds  # noqa: E402
 from tvutils.taskvec.data import DataConfig, ood_tasks  # noqa: E402
 from tvutils.taskvec.grid import evaluate_merges, evaluate_merges_loop, grid_points, merged_outputs  # noqa: E402
 from tvutils.taskvec.model import LearnerConfig, OneLayerTransformer  # noqa: E402
@@ -43,12 +44,12 @@ def setup(n_test: int, steps: int, noise: float = 0.0, seed: int = 0):
     """Ψ⁽⁰⁾, the two source task vectors, and the T' test set (γ = (0.8, −0.5), κ = 0.3, normalised)."""
     data = DataConfig(noise=noise)
     tasks = ood_tasks([0.8, -0.5], 0.3, data)
-    model0 = OneLayerTransformer(LearnerConfig(), seed=seed)
+    model0 = OneLayerTransformer(LearnerConfig(), seed=seeds.init(seed))
     tvs = []
-    for i, task in enumerate(tasks.sources):
-        tuned, _ = fine_tune(model0, task, TrainConfig(max_steps=steps, n_test=500), seed=seed + i)
+    for role, task in zip((seeds.T1, seeds.T2), tasks.sources):
+        tuned, _ = fine_tune(model0, task, TrainConfig(max_steps=steps, n_test=500), seed=seeds.finetune(seed, role))
         tvs.append(TaskVector.from_models(model0, tuned))
-    X, y = tasks.target.sample(n_test, torch.Generator().manual_seed(seed + 123))
+    X, y = tasks.target.sample(n_test, torch.Generator().manual_seed(seeds.ood_test(seed, 0)))
     return model0, tvs, X, y
 
 

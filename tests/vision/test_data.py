@@ -1,0 +1,106 @@
+"""Colored-MNIST and the digit files (tvutils.vision.data)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from tvutils.vision import data as vd
+
+
+def write_idx(path, array: np.ndarray, gz: bool = True) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">i", s) for s in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+# ---- data ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_read_idx_images_and_labels(tmp_path, gz):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    labels = np.array([7, 1, 3], dtype=np.uint8)
+    write_idx(tmp_path / "img", images, gz)
+    write_idx(tmp_path / "lab", labels, gz)
+    assert np.array_equal(vd.read_idx(tmp_path / "img"), images)
+    assert np.array_equal(vd.read_idx(tmp_path / "lab"), labels)
+
+
+def test_read_idx_rejects_bad_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX"):
+        vd.read_idx(tmp_path / "bad")
+    write_idx(tmp_path / "short", np.zeros((2, 2), dtype=np.uint8), gz=False)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-1])
+    with pytest.raises(ValueError, match="header says"):
+        vd.read_idx(tmp_path / "short")
+
+
+def test_full_mnist_path_on_a_tiny_stand_in(tmp_path):
+    """The 70k loader's code (checksums, IDX reading, concatenation) on tiny files written here."""
+    rng = np.random.default_rng(0)
+    sums = {}
+    for split, n in (("train", 5), ("t10k", 3)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    for path in tmp_path.iterdir():
+        sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    # every file present with the right sum: nothing is fetched (the mirror is unreachable on purpose)
+    assert vd.download_mnist(tmp_path, mirrors=("http://127.0.0.1:9/",), checksums=sums, timeout=1) == tmp_path
+    images, digits = vd.load_mnist_full(tmp_path, download=False)
+    assert images.shape == (8, 28, 28) and digits.shape == (8,) and digits.dtype == np.int64
+    # a wrong checksum forces a download, which fails offline with a message that says what to do
+    with pytest.raises(RuntimeError, match="mnist5k"):
+        vd.download_mnist(
+            tmp_path,
+            mirrors=("http://127.0.0.1:9/",),
+            checksums={**sums, "train-images-idx3-ubyte.gz": "0" * 64},
+            timeout=1,
+        )
+    assert set(vd.MNIST_SHA256) == {p.name for p in tmp_path.iterdir()}
+
+
+def test_mnist_5k_offline():
+    images, digits = vd.load_mnist_5k()
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(digits).tolist() == [500] * 10
+
+
+def test_task_colouring_follows_its_probabilities():
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, (4000, 28, 28)).astype(np.uint8)
+    digits = rng.integers(0, 10, 4000)
+    data = vd.make_task_data(images, digits, vd.ColourTask("T", p_colour=0.9, p_parity=0.7, seed=3))
+    assert data.x.shape == (4000, 3, 28, 28) and 0 <= float(data.x.min()) and float(data.x.max()) <= 1
+    # each digit lies in exactly its colour's channel; blue is empty
+    assert torch.equal(data.x[torch.arange(4000), data.colour] > 0, torch.ones(4000, 28, 28, dtype=torch.bool))
+    assert float(data.x[:, 2].abs().sum()) == 0
+    assert abs(float((data.colour == data.y).double().mean()) - 0.9) < 0.02
+    assert abs(float((data.y == torch.from_numpy(digits % 2)).double().mean()) - 0.7) < 0.03
+    again = vd.make_task_data(images, digits, vd.ColourTask("T", p_colour=0.9, p_parity=0.7, seed=3))
+    assert torch.equal(again.x, data.x) and torch.equal(again.y, data.y)
+    with pytest.raises(ValueError):
+        vd.ColourTask("bad", p_colour=1.5)
+
+
+def test_split_and_tint():
+    train, test = vd.split_indices(10, 3, seed=1)
+    assert len(train) == 7 and len(test) == 3 and not set(train) & set(test)
+    tinted = vd.random_tint(np.full((5, 4, 4), 255, np.uint8), seed=0)
+    assert tinted.shape == (5, 3, 4, 4) and torch.allclose(tinted.amax(dim=(1, 2, 3)), torch.ones(5))
+
+
+def test_fashion_mnist_from_a_folder(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.ones((2, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([3, 9]))
+    images, classes = vd.load_fashion_mnist("test", tmp_path)
+    assert images.shape == (2, 28, 28) and classes.tolist() == [3, 9]
+
+
+# ---- model --------------------------------------------------------------------------------------------------
