@@ -1,6 +1,7 @@
 """Tests of tvutils.taskvec.sparsity: row norms, the two-group split, the regime search."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -8,7 +9,14 @@ from tvutils.editing.task_vector import TaskVector
 from tvutils.taskvec.data import DataConfig
 from tvutils.taskvec.model import LearnerConfig
 from tvutils.taskvec.sparsity import (
+    MERGES,
+    PRUNING,
+    RANDOM_PRUNING,
+    RANDOM_ROWS,
+    SMALLEST_ROWS,
     effective_readout,
+    loss_at,
+    prune_check,
     regime_run,
     row_norms,
     two_groups,
@@ -60,3 +68,29 @@ def test_regime_run_small():
     row = res.summary()
     assert len(res.norms) == 16 and row["steps"] > 0
     assert set(row) >= {"large fraction", "separation D", "two groups"}
+
+
+def test_pruning_methods_prune_the_fraction_asked():
+    g = torch.Generator().manual_seed(0)
+    tv = TaskVector({"W": torch.randn(3, 3, generator=g), "V": torch.randn(10, 4, generator=g) + 0.1})
+    for name, prune in PRUNING.items():
+        out = prune(tv, 0.3, 1)
+        assert torch.equal(out.deltas["W"], tv.deltas["W"]), name  # only ΔV is pruned
+        zero_rows = int((out.deltas["V"].norm(dim=1) == 0).sum())
+        zero_entries = int((out.deltas["V"] == 0).sum())
+        assert zero_rows == 3 if "rows" in name else zero_entries >= 1, name
+        assert torch.equal(prune(tv, 0.0, 1).deltas["V"], tv.deltas["V"]), name
+    assert RANDOM_PRUNING < set(PRUNING)
+
+
+def test_prune_check_reads_the_pruning_table():
+    rows = []
+    for method, extra in ((SMALLEST_ROWS, 0.0), (RANDOM_ROWS, 0.5)):
+        for p in (0.0, 0.2, 0.4):
+            for merge in MERGES[:2]:
+                rows.append({"regime": "r", "method": method, "p": p, "merge": merge, "loss": 0.1 + p * extra + p / 10})
+    table = pd.DataFrame(rows)
+    assert loss_at(table, "r", RANDOM_ROWS, MERGES[0], 0.2) == pytest.approx(0.22)
+    p, rise, gap = prune_check(table, "r", [0.0, 0.2, 0.4], small_fraction=0.3, merges=MERGES[:2])
+    assert p == 0.2 and rise == pytest.approx(0.02) and gap == pytest.approx(0.1)
+    assert all(np.isnan(prune_check(table, "r", [0.0, 0.4], small_fraction=0.3, merges=MERGES[:2])))

@@ -124,7 +124,6 @@ def keep_rows(
 
 def keep_entries(tv: TaskVector, keep: float, keys: Sequence[str] | None = None) -> TaskVector:
     """TIES-style trimming: keep the ⌈keep·numel⌉ entries largest in magnitude of each selected tensor."""
-    check_fraction(keep)
     return _replace(
         tv,
         {k: tv.deltas[k] * entry_mask(tv.deltas[k], keep).to(tv.deltas[k].dtype) for k in _selected(tv, keys, False)},

@@ -10,7 +10,7 @@ rest ‖uᵢ‖ ≤ O(m^{-1/2}ε); pruning the small rows keeps Theorems 1-3. Th
   (1/P) Σ_l a_(l),i, the quantity that decides which neurons grow in the regime where the groups appear;
 * ``regime_run``: one fine-tune summarised by its row norms, for the search of the regime where the groups
   appear;
-* ``merge_losses``, ``loss_at`` and ``prune_check``: the losses of the three theorems' merges with pruned task
+* ``PRUNING`` (four ways to prune ΔV), ``merge_losses``, ``loss_at`` and ``prune_check``: the losses of the three theorems' merges with pruned task
   vectors, and what pruning costs. The ways to prune (largest or random rows, largest entries, DARE) are
   ``tvutils.editing.variants``.
 """
@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..editing.task_vector import TaskVector
+from ..editing.variants import dare, keep_entries, keep_rows
 from . import seeds
 from .data import DataConfig, task_pair
 from .experiments import fine_tune_tasks, pretrained, sweep_merges
@@ -143,6 +144,14 @@ def regime_run(data_cfg: DataConfig, learner_cfg: LearnerConfig, train_cfg: Trai
 
 
 # ---- the theorems' merges with pruned task vectors ---------------------------------------------------------------
+SMALLEST_ROWS, RANDOM_ROWS = "smallest rows", "random rows"
+PRUNING = {  # prune a fraction p of ΔV (keep 1 − p); s seeds the random ones
+    SMALLEST_ROWS: lambda tv, p, s: keep_rows(tv, 1 - p, keys=["V"]),
+    RANDOM_ROWS: lambda tv, p, s: keep_rows(tv, 1 - p, keys=["V"], how="random", seed=s),
+    "smallest entries (TIES-style)": lambda tv, p, s: keep_entries(tv, 1 - p, keys=["V"]),
+    "random entries, rescaled (DARE)": lambda tv, p, s: dare(tv, 1 - p, seed=s, keys=["V"]),
+}
+RANDOM_PRUNING = {RANDOM_ROWS, "random entries, rescaled (DARE)"}  # averaged over several draws
 MERGES = (
     "Theorem 1 (addition)",
     "Theorem 2 (negation, T1 kept)",
@@ -184,13 +193,9 @@ def prune_check(
         return float("nan"), float("nan"), float("nan")
     p = max(grid)
     rise = max(
-        loss_at(pruning, regime, "smallest rows", g, p) - loss_at(pruning, regime, "smallest rows", g, 0.0)
-        for g in merges
+        loss_at(pruning, regime, SMALLEST_ROWS, g, p) - loss_at(pruning, regime, SMALLEST_ROWS, g, 0.0) for g in merges
     )
     gap = np.mean(
-        [
-            loss_at(pruning, regime, "random rows", g, p) - loss_at(pruning, regime, "smallest rows", g, p)
-            for g in merges
-        ]
+        [loss_at(pruning, regime, RANDOM_ROWS, g, p) - loss_at(pruning, regime, SMALLEST_ROWS, g, p) for g in merges]
     )
     return p, rise, float(gap)
