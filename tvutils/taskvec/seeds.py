@@ -14,8 +14,10 @@ other tasks or correlations a chapter happens to include:
 
 The task roles inside a run's block of 1000: ``T1``, ``T2``, ``pair_t2(α)`` (T2 at correlation α),
 ``ood_target(k)`` (T' of Theorem 3's k-th setting), ``PRUNED_TARGET`` and ``LOW_RANK_TARGET`` (the T' of the
-sparsity and low-rank chapters). The values are those the chapters have always used, so no number moved when
-they were given names.
+sparsity and low-rank chapters). For run 0, the run of every profile the chapters define, the values are those
+the chapters used before the roles had names, so no verdict moved. For other runs two chapters now follow the
+scheme where they did not: the setup chapter's fine-tunes used run + 1 and run + 2, and the sparsity chapter's
+test sets did not depend on the run at all.
 
 Known overlap, kept so that no number moves: ``setup_test_set(0, 1)`` = ``stopping_set(finetune(0, T1))``
 (10 001), so the setup chapter's held-out T1 set shares its generator with the stopping set of Ψ*_T1.
