@@ -1,41 +1,99 @@
 import json
 
+import numpy as np
 import pytest
 
 from tvutils.chapter.params import resolve
 from tvutils.chapter.paths import atomic_write_bytes
-from tvutils.chapter.verdict import Verdict, load_verdicts
+from tvutils.chapter.verdict import Verdict, fmt_number, load_verdicts, mean_interval, slug
 
 
-def test_verdict_writes_json_and_asserts(tmp_path):
+def _declare(v, id="acc", *, expect=True, applies_to="worst", rule=(">=", 0.9), kind="paper", note=""):
+    return v.declare(id, kind=kind, claim=f"claim {id}", metric="accuracy", rule=rule, applies_to=applies_to,
+                     expect=expect, section="Accuracy after merging", note=note)  # fmt: skip
+
+
+def test_verdict_writes_json_with_kind_expectation_and_interval(tmp_path):
     v = Verdict("nb", "ci")
-    v.check("acc high", "accuracy", 0.995, 0.99, ">=", paper="—")
-    v.check("a claim that did not reproduce", "loss", 0.8, 0.5, "<=", asserted=False, note="measured 0.8; tried X")
-    table = v.finish(tmp_path)
+    _declare(v, "acc", expect={"ci": True, "default": True})
+    _declare(v, "miss", expect=False, rule=("<=", 0.5), applies_to="mean", note="measured 0.8 over 3 seeds; tried X")
+    _declare(v, "fit", kind="exploratory", rule=("contains", 2.0), applies_to="value")
+    v.measure("acc", values=[0.95, 0.93, 0.97])
+    v.measure("miss", values=[0.8, 0.7, 0.9])
+    v.measure("fit", value=1.9, interval=(1.7, 2.1))
+    v.finish(tmp_path)
     doc = json.loads((tmp_path / "nb.json").read_text())
-    assert doc["notebook"] == "nb" and doc["profile"] == "ci"
-    assert [c["passed"] for c in doc["claims"]] == [True, False]
-    assert set(doc["claims"][0]) >= {"claim", "metric", "value", "threshold", "passed", "note"}
-    assert list(table["status"]) == ["reproduced", "not reproduced"]
+    assert doc["notebook"] == "nb" and doc["profile"] == "ci" and doc["judged"] is True
+    acc, miss, fit = doc["claims"]
+    assert acc["kind"] == "paper" and acc["expected_met"] is True and acc["met"] is True
+    assert acc["value"] == 0.93 and acc["spread"] == [0.93, 0.97] and acc["status"] == "reproduced"
+    lo, hi = acc["interval"]
+    assert lo < 0.95 < hi and hi - lo == pytest.approx(2 * 4.303 * 0.02 / 3**0.5, rel=1e-3)
+    assert miss["expected_outcome"] == "not reproduced" and miss["met"] is False
+    assert fit["status"] == "holds" and fit["anchor"] == "accuracy-after-merging"
     board = load_verdicts(tmp_path)
-    assert len(board) == 2 and board["status"].tolist() == ["reproduced", "not reproduced"]
+    assert board["status"].tolist() == ["reproduced", "not reproduced", "holds"]
+    assert board["kind"].tolist() == ["paper", "paper", "exploratory"]
 
 
-def test_failed_asserted_claim_raises_after_writing(tmp_path):
+@pytest.mark.parametrize("expect,values", [(True, [0.95, 0.5, 0.97]), (False, [0.95, 0.93, 0.97])])
+def test_a_claim_that_differs_from_its_record_fails_in_both_directions(tmp_path, expect, values):
     v = Verdict("bad", "default")
-    v.check("must hold", "accuracy", 0.5, 0.99)
-    with pytest.raises(AssertionError, match="must hold"):
+    _declare(v, expect=expect, note="evidence")
+    v.measure("acc", values=values)
+    with pytest.raises(AssertionError, match="differ from the record"):
         v.finish(tmp_path)
-    assert json.loads((tmp_path / "bad.json").read_text())["claims"][0]["passed"] is False
+    assert (tmp_path / "bad.json").is_file()  # written before the assertion, for the scoreboard to show
 
 
-def test_nan_never_passes_and_unasserted_needs_a_note():
+def test_applies_to_worst_mean_and_interval():
     v = Verdict("x", "ci")
-    assert not v.check("nan", "m", float("nan"), 0.0, ">=").passed
+    for how in ("worst", "mean", "interval"):
+        _declare(v, how, applies_to=how, rule=(">=", 0.9))
+        v.measure(how, values=[0.85, 0.95, 0.99])
+    assert not v.claims["worst"].met and v.claims["worst"].value == 0.85
+    assert v.claims["mean"].met and v.claims["mean"].value == pytest.approx(0.93)
+    assert not v.claims["interval"].met and v.claims["interval"].value < 0.9  # lower end of the t interval
+
+
+def test_declaration_rules_are_enforced(tmp_path):
+    v = Verdict("x", "ci")
+    with pytest.raises(ValueError, match="kind"):
+        _declare(v, kind="claim")
     with pytest.raises(ValueError, match="note"):
-        v.check("silent", "m", 1.0, 2.0, asserted=False)
+        _declare(v, "silent", expect=False)
     with pytest.raises(ValueError, match="comparison"):
-        v.check("odd", "m", 1.0, 2.0, "=>")
+        _declare(v, "odd", rule=("=>", 1.0))
+    _declare(v, "acc")
+    with pytest.raises(ValueError, match="twice"):
+        _declare(v, "acc")
+    with pytest.raises(KeyError, match="not declared"):
+        v.measure("other", value=1.0)
+    with pytest.raises(ValueError, match="pass values="):
+        v.measure("acc", value=1.0)
+    assert not v.measure("acc", values=[float("nan"), 1.0]).met  # NaN never passes
+    _declare(v, "never")
+    with pytest.raises(AssertionError, match="never measured"):
+        v.finish(tmp_path)
+
+
+def test_a_profile_without_a_record_is_an_error_and_judging_can_be_switched_off(tmp_path, monkeypatch):
+    v = Verdict("x", "full")
+    _declare(v, expect={"ci": True, "default": True})
+    v.measure("acc", values=[0.1, 0.2])
+    with pytest.raises(ValueError, match="no expected outcome for profile 'full'"):
+        v.finish(tmp_path)
+    monkeypatch.setenv("TVUTILS_VERDICT_JUDGE", "0")
+    v.finish(tmp_path)
+    assert json.loads((tmp_path / "x.json").read_text())["judged"] is False
+
+
+def test_mean_interval_and_number_format():
+    m, lo, hi = mean_interval([1.0, 2.0, 3.0])
+    assert m == 2.0 and (lo, hi) == pytest.approx((2 - 4.303 / 3**0.5, 2 + 4.303 / 3**0.5), rel=1e-4)
+    assert np.isnan(mean_interval([1.0])[1])
+    assert fmt_number(1.0) == "1" and fmt_number(0.0515) == "0.0515" and fmt_number(2.5e-6) == "2.500e-06"
+    assert slug("Theorem 1: the region") == "theorem-1-the-region"
 
 
 def test_resolve_profiles_and_unknown_names():
