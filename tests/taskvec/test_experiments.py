@@ -64,3 +64,16 @@ def test_task_pair_used_for_t1_is_alpha_independent():
     t1_a, _ = task_pair(0.3, DATA)
     t1_b, _ = task_pair(-0.7, DATA)
     assert torch.equal(t1_a.mu, t1_b.mu)
+
+
+def test_setup_run_measures_on_held_out_sets_and_rebuilds_exactly():
+    run = ex.setup_run(0, DATA, LEARNER, TRAIN, 200, 1.2)
+    assert run.rebuild_error() <= 1e-6
+    scores = run.losses(run.merged)
+    assert set(scores) == {"T1 loss", "T1 accuracy", "T2 loss", "T2 accuracy"}
+    assert all(0 <= scores[k] <= 1 for k in ("T1 accuracy", "T2 accuracy"))
+    stop = torch.Generator().manual_seed(seeds.stopping_set(seeds.finetune(0, seeds.T1)))
+    X_stop, _ = run.t1.task.sample(200, stop)
+    assert not torch.equal(X_stop, run.test1[0])  # the held-out set is not the stopping set
+    again = ex.setup_run(0, DATA, LEARNER, TRAIN, 200, 1.2)
+    assert again.losses(again.merged) == scores  # deterministic

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from ..chapter.progress import progress
-from ..editing.task_vector import TaskVector
+from ..editing.task_vector import TaskVector, merge
 from . import seeds
 from .data import DataConfig, Task, task_pair
 from .grid import evaluate_merges
 from .model import LearnerConfig, OneLayerTransformer
-from .training import History, TrainConfig, fine_tune
+from .training import History, TrainConfig, evaluate, fine_tune
 
 
 # ---- stage 1: Ψ⁽⁰⁾ and task vectors ------------------------------------------------------------------------
@@ -193,3 +193,43 @@ def run_pair_sweep(
     """``pair_vectors`` for every seed, then ``sweep_pairs``: the whole Theorem 1/2 experiment in one call."""
     pairs = [pair_vectors(alphas, data_cfg, learner_cfg, train_cfg, seed) for seed in seeds]
     return sweep_pairs(pairs, lambdas, n_test), pairs
+
+
+@dataclass
+class SetupRun:
+    """The setup chapter's pipeline for one run: Ψ⁽⁰⁾, Ψ*_T1, Ψ*_T2 (α = 0), the merge, and their measurements.
+
+    Every measurement is on held-out sets (``seeds.setup_test_set``), none of them a stopping set.
+    """
+
+    model0: OneLayerTransformer
+    t1: FineTuned
+    t2: FineTuned
+    merged: OneLayerTransformer
+    test1: tuple[torch.Tensor, torch.Tensor]
+    test2: tuple[torch.Tensor, torch.Tensor]
+
+    def rebuild_error(self) -> float:
+        """max |Ψ⁽⁰⁾ + ΔΨ_T1 − Ψ*_T1| over every entry of every tensor."""
+        rebuilt, tuned = self.t1.task_vector.apply_to(self.model0).state_dict(), self.t1.model.state_dict()
+        return max(float((rebuilt[k] - tuned[k]).abs().max()) for k in tuned)
+
+    def losses(self, model: OneLayerTransformer) -> dict[str, float]:
+        """Hinge loss and accuracy of a model on the held-out sets of both tasks."""
+        (l1, e1), (l2, e2) = evaluate(model, *self.test1), evaluate(model, *self.test2)
+        return {"T1 loss": l1, "T1 accuracy": 1 - e1, "T2 loss": l2, "T2 accuracy": 1 - e2}
+
+
+def setup_run(
+    run: int, data_cfg: DataConfig, learner_cfg: LearnerConfig, train_cfg: TrainConfig, n_test: int, lam: float
+) -> SetupRun:
+    """Fine-tune two irrelevant tasks (α = 0) from run ``run``'s Ψ⁽⁰⁾ and merge Ψ⁽⁰⁾ + ΔΨ_T1 + λ·ΔΨ_T2."""
+    t1, t2 = task_pair(0.0, data_cfg)
+    model0 = pretrained(learner_cfg, run)
+    ft1, ft2 = fine_tune_tasks(
+        model0, [t1, t2], train_cfg, [seeds.finetune(run, seeds.T1), seeds.finetune(run, seeds.T2)]
+    )
+    merged = merge(model0, [ft1.task_vector, ft2.task_vector], [1.0, lam])
+    test1 = fresh_set(t1, n_test, seeds.setup_test_set(run, 1))
+    test2 = fresh_set(t2, n_test, seeds.setup_test_set(run, 3))
+    return SetupRun(model0, ft1, ft2, merged, test1, test2)
