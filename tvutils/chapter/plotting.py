@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.axes import Axes
 
 
@@ -56,8 +57,13 @@ def region_outline(
                 segments.append(((xe[j], xe[j]), (ye[i], ye[i + 1])))
             if j == len(cols) - 1 or not mask[i, j + 1]:
                 segments.append(((xe[j + 1], xe[j + 1]), (ye[i], ye[i + 1])))
-    for k, (xs, ys) in enumerate(segments):
-        ax.plot(xs, ys, color=color, linestyle=linestyle, linewidth=1.6, label=label if k == 0 else None)
+    halo = [
+        patheffects.Stroke(linewidth=3.6, foreground="black" if color == "white" else "white"),
+        patheffects.Normal(),
+    ]
+    for k, (xs, ys) in enumerate(segments):  # a contrasting halo keeps the outline visible on light and dark cells
+        ax.plot(xs, ys, color=color, linestyle=linestyle, linewidth=1.8, label=label if k == 0 else None,
+                path_effects=halo)  # fmt: skip
 
 
 def _edges(centers: np.ndarray) -> np.ndarray:
