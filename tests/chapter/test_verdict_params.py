@@ -112,3 +112,23 @@ def test_atomic_write_leaves_no_temporary(tmp_path):
     atomic_write_bytes(target, b"{}")
     assert target.read_bytes() == b"{}"
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
+
+
+def test_scoreboard_links_and_tally(tmp_path):
+    from tvutils.chapter.verdict import tally, with_links
+
+    v = Verdict("01_x", "ci")
+    _declare(v, "a")
+    _declare(v, "b", kind="machinery")
+    _declare(v, "c", expect=False, note="evidence")
+    for k, vals in (("a", [0.95, 0.99]), ("b", [1.0, 1.0]), ("c", [0.1, 0.2])):
+        v.measure(k, values=vals)
+    v.finish(tmp_path)
+    board = load_verdicts(tmp_path)
+    linked = with_links(board)
+    assert linked["claim"][0] == '<a href="01_x.html#accuracy-after-merging">claim a</a>'
+    assert linked["chapter"][0] == '<a href="01_x.html">01_x</a>'
+    counts = tally(board)
+    assert counts["paper claims"] == 2 and counts["reproduced"] == 1 and counts["not reproduced"] == 1
+    assert counts["book checks"] == 1 and counts["book checks holding"] == 1
+    assert counts["differing from the record"] == 0

@@ -332,7 +332,12 @@ def load_verdicts(directory: Path | None = None) -> pd.DataFrame:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a verdict file ({exc})") from None
         for d in claims:
-            c = Claim(**{k: v for k, v in d.items() if k in Claim.__dataclass_fields__})
+            try:
+                c = Claim(**{k: v for k, v in d.items() if k in Claim.__dataclass_fields__})
+            except TypeError as exc:
+                raise ValueError(
+                    f"{path}: a verdict file of another version of the book ({exc}); re-run its chapter"
+                ) from None
             c.interval = tuple(c.interval) if c.interval is not None else None
             c.spread = tuple(c.spread) if c.spread is not None else None
             rows.append(
@@ -359,3 +364,29 @@ def load_verdicts(directory: Path | None = None) -> pd.DataFrame:
     columns = ["notebook", "profile", "judged", "id", "kind", "claim", "metric", "source", "paper", "ours", "value",
                "interval", "rule", "expected", "status", "section", "note"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
+
+
+def with_links(board: pd.DataFrame) -> pd.DataFrame:
+    """The board with its chapter and claim as HTML links to the chapter's page and the section that shows it."""
+    out = board.copy()
+    page = out["notebook"] + ".html"
+    out["chapter"] = [f'<a href="{p}">{nb}</a>' for p, nb in zip(page, out["notebook"])]
+    out["claim"] = [
+        f'<a href="{p}#{anchor}">{claim}</a>' if anchor else claim
+        for p, anchor, claim in zip(page, out["section"], out["claim"])
+    ]
+    return out
+
+
+def tally(board: pd.DataFrame) -> dict[str, int]:
+    """Counts the scoreboard reports: the paper's claims reproduced / not, and the book's own checks."""
+    paper, own = board[board["kind"] == "paper"], board[board["kind"] != "paper"]
+    return {
+        "chapters": int(board["notebook"].nunique()),
+        "paper claims": len(paper),
+        "reproduced": int((paper["status"] == "reproduced").sum()),
+        "not reproduced": int((paper["status"] == "not reproduced").sum()),
+        "book checks": len(own),
+        "book checks holding": int((own["status"] == "holds").sum()),
+        "differing from the record": int((board["status"] != board["expected"]).sum()),
+    }
