@@ -35,7 +35,7 @@ $(PY):
 	python3 -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[case-studies,book,test]'
 	touch $(STAMP)
