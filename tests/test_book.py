@@ -106,3 +106,15 @@ def test_colab_cell_does_nothing_outside_colab(monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran a command outside Colab"))
     exec(compile(colab_cell.cell_source("06_vit_colored_mnist", REPO_URL), "cell", "exec"), {})
+
+
+def test_readme_table_lists_every_chapters_profiles():
+    import profiles
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- profiles table: checked by tests/test_book.py -->", 1)[1].strip().split("\n\n")[0]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    listed = {row[0]: row[1] for row in rows}
+    assert listed == {stem: ", ".join(names) for stem, names in profiles.all_profiles(ROOT).items()}
+    for row in rows:
+        assert (row[2] == "—") == ("full" not in row[1]), f"{row[0]}: say what `full` runs, or '—' if it has none"
