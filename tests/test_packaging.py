@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import lowest_constraints  # noqa: E402
 
 # torch builds a runtime may already hold (Colab ships a CUDA build with a local version label)
-OTHER_TORCHES = ("2.4.0", "2.6.0+cu124", "2.8.0+cu126", "2.10.0+cu128", "2.13.0")
+OTHER_TORCHES = ("2.6.0", "2.6.0+cu124", "2.8.0+cu126", "2.10.0+cu128", "2.13.0")
 NETWORK_ERRORS = ("NewConnectionError", "Network is unreachable", "Temporary failure in name resolution",
                   "ConnectTimeout", "Max retries exceeded", "No route to host", "Connection refused")  # fmt: skip
 
