@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SECONDS = 60  # this stand-in's share of the 3-minute budget of all stand-ins (measured: 37 s)
+SECONDS = 75  # this stand-in's share of the 3-minute budget of all stand-ins (measured: 37 s on a busy machine)
 LAYERS = 2  # of ViT-S/16's 12 blocks
 # Until the chapter moves to the verdict API that honours TVUTILS_VERDICT_JUDGE=0 (then delete this): its α̂ cell
 # asserts the signs of α̂ outside the verdict, and random weights give every pair α̂ ≈ ±1.
