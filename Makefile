@@ -1,6 +1,9 @@
 # Two commands for a fresh machine:
 #   make book   set up, execute every notebook with its default parameters, render _build/html
 #   make test   set up, lint, unit tests, every notebook on its CI profile with papermill, then nbval
+# and one for the dependency ranges:
+#   make test-lowest   the unit tests of the case studies in a fresh venv holding the lowest versions
+#                      pyproject.toml declares for transformers, accelerate, peft and gguf
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -13,6 +16,10 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tvutils-installed
 JOBS ?= 2
+# This machine's exact pins (torch's CPU wheel); every pip install below passes them with -c.
+CONSTRAINTS := $(CURDIR)/constraints.txt
+LOWEST_VENV ?= /tmp/tvutils-lowest-$(USER)
+LOWEST_PACKAGES := transformers accelerate peft gguf
 
 # Quiet progress bars in executed notebooks (their text outputs are compared by nbval), and no busy-waiting
 # OpenMP threads when two notebooks share the two cores.
@@ -22,15 +29,15 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup data lint unit notebooks-ci nbval test book clean
+.PHONY: setup data lint unit notebooks-ci nbval test test-lowest book clean
 
 $(PY):
 	python3 -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[case-studies,book,test]'
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[case-studies,book,test]'
 	touch $(STAMP)
 
 setup: $(STAMP) data
@@ -54,6 +61,18 @@ nbval: notebooks-ci
 		-o testpaths= _build/executed/ci/notebooks
 
 test: setup lint unit notebooks-ci nbval
+
+# The lower bounds are tested, not guessed: a throwaway venv with torch from constraints.txt and, for each of
+# LOWEST_PACKAGES, exactly the lower bound pyproject.toml declares (tools/lowest_constraints.py), then the unit
+# tests that use them. Needs the package index; the data is not needed.
+test-lowest:
+	rm -rf $(LOWEST_VENV)
+	python3 -m venv $(LOWEST_VENV)
+	python3 tools/lowest_constraints.py $(LOWEST_PACKAGES) > $(LOWEST_VENV)/lowest.txt
+	cat $(LOWEST_VENV)/lowest.txt
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c $(CONSTRAINTS) -c $(LOWEST_VENV)/lowest.txt -e '.[case-studies,test]'
+	$(LOWEST_VENV)/bin/python -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in "torch $(LOWEST_PACKAGES)".split()), sep=", ")'
+	$(LOWEST_VENV)/bin/python -m pytest tests/language tests/vision -q
 
 book: setup
 	$(PY) tools/run_notebooks.py --profile default --out _build/source --jobs 1 --copy-book

@@ -1,14 +1,38 @@
-"""The conda environment lists the same packages as pyproject.toml; the tooling reads the table of contents."""
+"""Packaging: ranges in pyproject.toml (an installed torch is kept), this machine's pins in constraints.txt, the
+conda environment lists the same packages; the tooling reads the table of contents."""
 
+import json
 import re
+import subprocess
 import sys
 import tomllib
+import venv
 from pathlib import Path
 
+import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+
+import lowest_constraints  # noqa: E402
+
+# torch builds a runtime may already hold (Colab ships a CUDA build with a local version label)
+OTHER_TORCHES = ("2.6.0", "2.6.0+cu124", "2.8.0+cu126", "2.10.0+cu128", "2.13.0")
+NETWORK_ERRORS = ("NewConnectionError", "Network is unreachable", "Temporary failure in name resolution",
+                  "ConnectTimeout", "Max retries exceeded", "No route to host", "Connection refused")  # fmt: skip
+
+
+def project():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def runtime_requirements():
+    """What the Colab cell of a case study installs: the base requirements and the case-studies extra."""
+    p = project()
+    return [*p["dependencies"], *p["optional-dependencies"]["case-studies"]]
 
 
 def names(requirements):
@@ -26,7 +50,83 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
     assert names(listed) == names(wanted)
     exact = {r.replace(" ", "") for r in wanted}
     assert {p.replace(" ", "") for p in listed} == exact, "versions differ between pyproject.toml and environment.yml"
-    assert "torch==2.13.0" in project["dependencies"]
+
+
+def test_pyproject_declares_a_torch_range_that_keeps_an_installed_torch():
+    torches = [Requirement(r) for r in lowest_constraints.requirements() if Requirement(r).name == "torch"]
+    assert torches, "pyproject.toml must declare torch"
+    for req in torches:
+        assert not any(s.operator in ("==", "===") for s in req.specifier), (
+            f"{req}: an exact pin belongs in constraints.txt"
+        )
+        for version in OTHER_TORCHES:
+            assert req.specifier.contains(Version(version), prereleases=True), (
+                f"{req} refuses an installed torch {version}"
+            )
+
+
+def test_constraints_pin_this_machine_inside_the_declared_ranges_and_make_passes_them():
+    lines = [line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
+    pins = {Requirement(line).name: Requirement(line) for line in lines if line}
+    assert str(pins["torch"].specifier) == "==2.13.0", "this machine's CPU wheel is torch 2.13.0"
+    declared = {Requirement(r).name: Requirement(r) for r in lowest_constraints.requirements()}
+    for name, pin in pins.items():
+        (version,) = [s.version for s in pin.specifier]
+        assert declared[name].specifier.contains(version), (
+            f"constraints.txt pins {pin}, outside pyproject's {declared[name]}"
+        )
+    installs = [line for line in (ROOT / "Makefile").read_text().splitlines() if "-m pip install" in line]
+    assert installs and all("-c $(CONSTRAINTS)" in line for line in installs), "every pip install in make passes -c"
+
+
+def test_lowest_constraints_are_pyprojects_lower_bounds():
+    reqs = lowest_constraints.requirements()
+    names = re.search(r"^LOWEST_PACKAGES := (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    assert {"transformers", "accelerate", "peft"} <= set(names)
+    for name in names:
+        (req,) = [Requirement(r) for r in reqs if Requirement(r).name == name]
+        assert Version(lowest_constraints.lower_bound(name, reqs)) == Version(
+            next(s.version for s in req.specifier if s.operator == ">=")
+        )
+    with pytest.raises(SystemExit, match="no single '>=' lower bound"):
+        lowest_constraints.lower_bound("x", ["x<2"])
+
+
+def fake_torch_env(tmp_path, version):
+    """A venv without pip in which pip sees torch ``version`` installed (a bare .dist-info, no code)."""
+    venv.create(tmp_path / "env", with_pip=False)
+    python = tmp_path / "env" / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    ).stdout.strip()
+    info = Path(purelib) / f"torch-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+    return python
+
+
+def resolve(python, requirements, tmp_path):
+    """pip's dry-run resolution of ``requirements`` into the env of ``python``: the (name, version) it would install."""
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run", "--quiet"]
+    done = subprocess.run([*cmd, "--report", str(report), *requirements], capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and any(marker in done.stderr for marker in NETWORK_ERRORS):
+        pytest.skip(f"the package index cannot be reached (offline?): {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {
+        (i["metadata"]["name"].lower(), i["metadata"]["version"]) for i in json.loads(report.read_text())["install"]
+    }
+
+
+@pytest.mark.network
+def test_resolving_the_case_studies_against_another_installed_torch_asks_for_no_torch(tmp_path):
+    """The Colab path: a runtime that holds a CUDA torch of another version keeps it (needs the package index)."""
+    python = fake_torch_env(tmp_path, "2.8.0+cu126")
+    wanted = resolve(python, runtime_requirements(), tmp_path)
+    assert {n for n, _ in wanted} >= {"transformers", "peft", "accelerate"}, "the resolution did not run"
+    assert not [(n, v) for n, v in wanted if n == "torch" or n.startswith("nvidia-")], wanted
 
 
 def test_toc_lists_existing_pages_and_notebooks():

@@ -50,14 +50,14 @@ if [ -f "$RDA" ]; then
     echo "texts: Jane Austen already in $JA"
 else
     command -v apt-get >/dev/null && command -v dpkg >/dev/null ||
-        fail "apt-get and dpkg are needed to fetch Jane Austen (Debian package r-cran-janeaustenr)"
+        fail "apt-get and dpkg are needed to fetch Jane Austen (Debian package r-cran-janeaustenr); without them run: $PY tools/fetch_data.py janeaustenr"
     TMPD=$(mktemp -d)
     echo "texts: apt-get download r-cran-janeaustenr, unpacked with dpkg -x into $JA"
     if ! (cd "$TMPD" && apt-get download r-cran-janeaustenr >/dev/null 2>&1); then
         echo "texts: apt-get update (the package lists were missing or stale)"
         apt-get update -qq >/dev/null 2>&1 || echo "texts: apt-get update failed (not root?); trying the download anyway"
         (cd "$TMPD" && apt-get download r-cran-janeaustenr) ||
-            fail "could not download r-cran-janeaustenr; as root run: apt-get update && apt-get download r-cran-janeaustenr"
+            fail "could not download r-cran-janeaustenr; as root run: apt-get update && apt-get download r-cran-janeaustenr (or: $PY tools/fetch_data.py janeaustenr)"
     fi
     mkdir -p "$JA"
     dpkg -x "$TMPD"/r-cran-janeaustenr_*.deb "$JA" || fail "dpkg -x failed on $(ls "$TMPD")"

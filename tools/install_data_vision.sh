@@ -28,6 +28,7 @@ Get it one of these ways, then re-run this script:
   * sudo apt-get install dataset-fashion-mnist        (puts it in $SYSTEM_DIR), or
   * apt-get download dataset-fashion-mnist && dpkg -x dataset-fashion-mnist_*.deb DIR, then copy
     DIR$SYSTEM_DIR/*.gz into $DEST, or
+  * python3 tools/fetch_data.py fashion-mnist   (from Zalando's servers, each file checked by SHA-256), or
   * download the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist into $DEST.
 MSG
     exit 1
