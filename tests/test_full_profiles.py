@@ -45,7 +45,8 @@ def load(path: Path):
 
 
 def test_every_full_profile_has_a_standin_and_they_fit_the_budget():
-    with_full = {stem for stem, names in profiles.all_profiles(ROOT).items() if "full" in names}
+    chapters = profiles.all_profiles(ROOT).items()  # the scoreboard gathers verdicts; it has nothing to stand in for
+    with_full = {stem for stem, names in chapters if "full" in names and not stem.startswith("99_")}
     assert with_full, "no chapter has a `full` profile"
     assert {p.stem for p in STANDINS} == with_full, "one stand-in per chapter with a `full` profile"
     modules = [load(p) for p in STANDINS]
