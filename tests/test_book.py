@@ -8,7 +8,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-REPO_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPO_URL = CONFIG["repository"]["url"]
+SITE_URL = CONFIG["html"]["baseurl"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -32,3 +34,10 @@ def test_every_notebook_is_in_the_toc():
     toc = (ROOT / "_toc.yml").read_text()
     for path in NOTEBOOKS:
         assert f"notebooks/{path.stem}" in toc, f"{path.name} is not in _toc.yml"
+
+
+def test_the_readme_says_where_the_site_is_published():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Where it is published", 1)[1].split("\n## ", 1)[0]
+    assert SITE_URL in section and REPO_URL in section, "the README's addresses must be those of _config.yml"
+    assert SITE_URL.startswith("https://") and SITE_URL.endswith("/")

@@ -33,7 +33,14 @@ def notebook(*cells):
         "cells": [
             {"cell_type": "markdown", "metadata": {}, "source": text, "id": f"c{i}"}
             if kind == "md"
-            else {"cell_type": "code", "metadata": {}, "source": text, "outputs": [], "execution_count": None, "id": f"c{i}"}
+            else {
+                "cell_type": "code",
+                "metadata": {},
+                "source": text,
+                "outputs": [],
+                "execution_count": None,
+                "id": f"c{i}",
+            }
             for i, (kind, text) in enumerate(cells)
         ],
         "metadata": {},
@@ -229,9 +236,10 @@ def test_unchanged_copies_are_not_rewritten(book):
 def test_the_book_copy_says_how_long_the_run_took(book):
     build(book)
     out = json.loads((book / "_build" / "source" / "notebooks" / "a.ipynb").read_text())
-    assert out["cells"][1]["cell_type"] == "markdown" and "executed with the `default` profile" in out["cells"][1][
-        "source"
-    ]
+    assert (
+        out["cells"][1]["cell_type"] == "markdown"
+        and "executed with the `default` profile" in out["cells"][1]["source"]
+    )
     assert exec_cache.machine() in out["cells"][1]["source"]
 
 

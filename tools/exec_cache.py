@@ -25,6 +25,7 @@ another version is executed again, never served.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -108,9 +109,12 @@ def local_modules(source: str, root: Path) -> dict[str, Path]:
     return found
 
 
+@functools.cache
 def installed_distributions() -> str:
     """Digest of every installed distribution with its version (the environment a notebook runs in)."""
-    items = sorted({f"{d.metadata['Name']}=={d.version}".lower() for d in metadata.distributions() if d.metadata["Name"]})
+    items = sorted(
+        {f"{d.metadata['Name']}=={d.version}".lower() for d in metadata.distributions() if d.metadata["Name"]}
+    )
     return sha256("\n".join(items).encode())
 
 
@@ -237,7 +241,11 @@ def machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     memory = ""
     try:
-        kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")).split()[1])
+        kb = int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            ).split()[1]
+        )
         memory = f", {kb / 2**20:.0f} GB of memory"
     except (OSError, StopIteration, ValueError):
         pass
