@@ -62,9 +62,18 @@ def test_plumbing_is_hidden_and_results_stay_visible():
 
 
 def test_the_scoreboard_shows_no_input():
-    nb = {"cells": [md("# Board"), code("board = load()"), code("board")]}
+    table = {"output_type": "execute_result", "data": {"text/html": "<table></table>"}}
+    printed = {"output_type": "stream", "name": "stdout", "text": '{"claims": 3}'}
+    nb = {
+        "cells": [
+            md("# Board"),
+            code("board = load()"),
+            code("board", outputs=[table]),
+            code("check()", outputs=[printed]),
+        ]
+    }
     cells = book_pages.reader_cells(nb, "99_scoreboard")["cells"]
-    assert all("remove-input" in tags(c) for c in cells if c["cell_type"] == "code")
+    assert [tags(c) for c in cells[1:]] == [["remove-cell"], ["remove-input"], ["remove-cell"]]
 
 
 def test_the_run_note_follows_the_title():

@@ -12,7 +12,8 @@ touched). The rules, in order:
 4. a table-formatting cell is collapsed (``hide-input``): a cell that ends in an expression and calls nothing
    but the table methods of ``TABLE_CALLS`` (``.round``, ``.style``, ``.format``, ``.pivot_table``, ...), so
    it only reshapes or formats a table computed before;
-5. in the scoreboard (``99_*``) every code cell's input is removed (``remove-input``): tables and prose only.
+5. in the scoreboard (``99_*``) every code cell's input is removed (``remove-input``), and a cell that displays
+   no table or figure (only printed text, such as its CI checks) is removed whole: tables and prose only.
 
 Every other code cell (everything that computes a result) stays visible. A note after the title says how long
 the run took and on what machine.
@@ -111,7 +112,8 @@ def reader_cells(nb: dict, stem: str) -> dict:
         source = "".join(cell["source"])
         tags = _tags(cell)
         if stem.startswith("99_"):
-            _tag(cell, "remove-input")
+            shown = any(o.get("output_type") in ("execute_result", "display_data") for o in cell.get("outputs", []))
+            _tag(cell, "remove-input" if shown else "remove-cell")
             cells.append(cell)
         elif "injected-parameters" in tags or "colab" in tags or '"google.colab" in sys.modules' in source:
             _tag(cell, "remove-cell")

@@ -140,7 +140,7 @@ def key_parts(nb_path: Path, root: Path, profile: str, parameters: dict, env: di
     source = code_of_notebook(json.loads(raw))
     modules = local_modules(source, root)
     texts = [source] + [p.read_text(errors="replace") for p in modules.values()]
-    data = sorted({m.group(2) or "" for t in texts for m in _CACHE_CALL.finditer(t) if m.group(1) == "data"})
+    data = sorted({m.group(2) for t in texts for m in _CACHE_CALL.finditer(t) if m.group(1) == "data" and m.group(2)})
     parts = {
         "format": FORMAT,
         "notebook": sha256(raw),
