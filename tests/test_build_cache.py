@@ -258,9 +258,23 @@ def test_real_notebooks_with_papermill(book, tmp_path):
     executed = json.loads(out.read_text())
     assert "".join(executed["cells"][-1]["outputs"][0]["text"]) == "42\n"
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+    assert executed["metadata"]["papermill"]["output_path"] == str(out)
     entry = exec_cache.entry_path(book / "_build" / "exec-cache", "ci", "c")
     stamp = entry.stat().st_mtime_ns
     assert run_notebooks.main(args) == 0
     assert entry.stat().st_mtime_ns == stamp, "nothing changed: served, not executed"
     assert run_notebooks.main([*args, "--force"]) == 0
     assert entry.stat().st_mtime_ns != stamp
+
+
+def test_the_benchmark_runs_the_makefiles_book_recipe():
+    """benchmarks/bench_book.py times the same commands as `make book` (without its set-up)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_book
+
+    recipe = (ROOT / "Makefile").read_text().split("\nbook:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
+    for name, cmd in bench_book.book_steps(ROOT, "default", 2):
+        script = next(c for c in cmd if c.startswith("tools/") or c.endswith("jupyter-book"))
+        flags = " ".join("$(CURDIR)" if c == str(ROOT) else c for c in cmd[cmd.index(script) + 1 :])
+        flags = flags.replace("--jobs 2", "--jobs $(JOBS)")
+        assert Path(script).name in recipe and " ".join(recipe.split()).count(flags), (name, flags)

@@ -151,6 +151,8 @@ class Build:
                     shutil.copyfile(tmp_nb, target)  # the failed run, to read
                 return secs, err
             executed = json.loads(tmp_nb.read_text())
+        if isinstance(executed.get("metadata", {}).get("papermill"), dict):  # where it lives, not the temporary
+            executed["metadata"]["papermill"]["output_path"] = str(target)
         verdict_file = self.verdicts / f"{nb.stem}.json"
         verdict = verdict_file.read_text() if verdict_file.is_file() else None
         date = datetime.now(UTC).isoformat(timespec="seconds")
