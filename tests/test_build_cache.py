@@ -278,3 +278,14 @@ def test_the_benchmark_runs_the_makefiles_book_recipe():
         flags = " ".join("$(CURDIR)" if c == str(ROOT) else c for c in cmd[cmd.index(script) + 1 :])
         flags = flags.replace("--jobs 2", "--jobs $(JOBS)")
         assert Path(script).name in recipe and " ".join(recipe.split()).count(flags), (name, flags)
+
+
+def test_without_a_cache_everything_runs_every_time(book):
+    for _ in range(2):
+        runner = StandIn(book)
+        b = run_notebooks.Build(book, book / "_build" / "executed", "ci", None, False, False, 2, runner)
+        assert not b.all(run_notebooks.toc_notebooks(book))
+        assert sorted(runner.ran) == ["99_board", "a", "b", "c"]
+    out = json.loads((book / "_build" / "executed" / "notebooks" / "a.ipynb").read_text())
+    assert not any(c.get("id") == "book-run-note" for c in out["cells"]), "the copy for CI is not the reader's"
+    assert not (book / "_build" / "exec-cache").exists()
