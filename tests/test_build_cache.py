@@ -144,6 +144,8 @@ def test_touching_a_module_runs_its_dependents_only(book):
     assert build(book) == ["a"]
     (book / "tvutils" / "unused.py").write_text("Z = 4\n")  # nobody imports it
     assert build(book) == []
+    (book / "tvutils" / "sub" / "table.json").write_text("{}")  # a file beside a package that a imports
+    assert build(book) == ["a"]
 
 
 def test_a_changed_verdict_reruns_the_scoreboard(book):

@@ -5,7 +5,8 @@ A notebook's key is the SHA-256 of everything that can change what it computes:
 - its own file (bytes);
 - every Python file of the repository it imports, transitively: ``import tvutils.x`` / ``from tvutils.x import y``
   / relative imports inside the package, each with the ``__init__.py`` of every package above it (modules are
-  looked up in the repository root and in ``tools/``; anything else is a dependency of the environment);
+  looked up in the repository root and in ``tools/``; anything else is a dependency of the environment), and
+  the files other than Python beside the ``__init__.py`` of each package it imports;
 - the profile and the parameters papermill injects, and the environment variables that change results
   (``TVUTILS_*`` but the two paths, the thread counts);
 - the environment: the Python version and every installed distribution with its version (torch, transformers,
@@ -149,6 +150,11 @@ def key_parts(nb_path: Path, root: Path, profile: str, parameters: dict, env: di
         "environment": env,
         "modules": {str(p.relative_to(root)): sha256(p.read_bytes()) for p in sorted(modules.values())},
     }
+    resources = [  # the non-Python files of the packages it imports (data a module may read beside itself)
+        f for p in modules.values() if p.name == "__init__.py" for f in sorted(p.parent.iterdir())
+        if f.is_file() and f.suffix not in (".py", ".pyc")
+    ]  # fmt: skip
+    parts["modules"] |= {str(f.relative_to(root)): sha256(f.read_bytes()) for f in resources}
     if data:
         cache = Path(os.environ.get("TVUTILS_CACHE") or root / "_cache") / "data"
         installers = sorted((root / "tools").glob("install_data*.sh"))
