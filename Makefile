@@ -1,5 +1,6 @@
 # Two commands for a fresh machine:
 #   make book   set up, execute every notebook with its default parameters, render _build/html
+#               (a notebook runs again only when what it depends on changed; make book FORCE=1 runs all)
 #   make test   set up, lint, unit tests, every notebook on its CI profile with papermill, then nbval
 # and one for the dependency ranges:
 #   make test-lowest   the unit tests of the case studies in a fresh venv holding the lowest versions
@@ -20,6 +21,9 @@ JOBS ?= 2
 CONSTRAINTS := $(CURDIR)/constraints.txt
 LOWEST_VENV ?= /tmp/tvutils-lowest-$(USER)
 LOWEST_PACKAGES := transformers accelerate peft gguf
+# make book FORCE=1: execute every notebook again, whatever the execution cache (_build/exec-cache) holds.
+FORCE ?=
+ACTIONLINT ?= $(VENV)/bin/actionlint
 
 # Quiet progress bars in executed notebooks (their text outputs are compared by nbval), and no busy-waiting
 # OpenMP threads when two notebooks share the two cores.
@@ -49,6 +53,7 @@ data: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(ACTIONLINT) .github/workflows/*.yml
 
 unit: $(STAMP)
 	$(PY) -m pytest tests -q
@@ -75,9 +80,11 @@ test-lowest:
 	$(LOWEST_VENV)/bin/python -m pytest tests/language tests/vision -q
 
 book: setup
-	$(PY) tools/run_notebooks.py --profile default --out _build/source --jobs 1 --copy-book
+	$(PY) tools/run_notebooks.py --profile default --out _build/source --jobs $(JOBS) --copy-book \
+		--cache _build/exec-cache $(if $(FORCE),--force)
 	$(VENV)/bin/jupyter-book build _build/source --path-output $(CURDIR) --warningiserror --keep-going
 	$(PY) tools/check_offline_html.py _build/html
+	$(PY) tools/check_pages.py _build/html _build/source/notebooks
 
 clean:
 	rm -rf _build

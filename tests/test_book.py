@@ -18,7 +18,9 @@ import fetch_data  # noqa: E402
 import run_notebooks  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-REPO_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPO_URL = CONFIG["repository"]["url"]
+SITE_URL = CONFIG["html"]["baseurl"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -118,3 +120,10 @@ def test_readme_table_lists_every_chapters_profiles():
     assert listed == {stem: ", ".join(names) for stem, names in profiles.all_profiles(ROOT).items()}
     for row in rows:
         assert (row[2] == "—") == ("full" not in row[1]), f"{row[0]}: say what `full` runs, or '—' if it has none"
+
+
+def test_the_readme_says_where_the_site_is_published():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Where it is published", 1)[1].split("\n## ", 1)[0]
+    assert SITE_URL in section and REPO_URL in section, "the README's addresses must be those of _config.yml"
+    assert SITE_URL.startswith("https://") and SITE_URL.endswith("/")
