@@ -80,3 +80,8 @@ def test_cost_of_a_run():
     seconds = vx.time_estimate(passes, 1e9, 1.0)
     assert seconds == pytest.approx(2e9 * (3 * 3000 + passes["forward passes"]) / 1e12)
     assert vx.mean_text([1.0]) == "1.0" and vx.mean_text([1.0, 3.0]).startswith("2.0 [")
+
+
+def test_the_lower_end_of_the_interval():
+    assert vx.mean_interval_low([1.0, 2.0, 3.0]) == pytest.approx(2.0 - 4.303 * 1.0 / np.sqrt(3), rel=1e-3)
+    assert np.isnan(vx.mean_interval_low([1.0]))

@@ -190,3 +190,10 @@ def mean_text(values: list[float] | np.ndarray, digits: int = 1) -> str:
 
     m, lo, hi = mean_interval(values)
     return f"{m:.{digits}f}" if np.isnan(lo) else f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def mean_interval_low(values: list[float] | np.ndarray) -> float:
+    """The lower end of the 95 % t interval of the mean over seeds (NaN for one seed)."""
+    from ..chapter.verdict import mean_interval
+
+    return mean_interval(values)[1]
