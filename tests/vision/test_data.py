@@ -104,3 +104,12 @@ def test_fashion_mnist_from_a_folder(tmp_path):
 
 
 # ---- model --------------------------------------------------------------------------------------------------
+
+
+def test_both_colours_draws_every_digit_red_then_green():
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    pair = vd.both_colours(images)
+    assert pair.shape == (2, 3, 3, 28, 28)
+    assert torch.equal(pair[0, :, vd.RED], torch.from_numpy(images).float() / 255)
+    assert torch.equal(pair[1, :, vd.GREEN], torch.from_numpy(images).float() / 255)
+    assert float(pair[0, :, vd.GREEN].abs().sum()) == 0 and float(pair[:, :, 2].abs().sum()) == 0

@@ -61,3 +61,28 @@ def test_fine_tune_merge_and_alpha():
     blocks = vm.blockwise_cosine(tv, tv)
     assert set(blocks) <= {"embeddings", "attention", "MLP", "layer norms"}
     assert sum(share for _, share in blocks.values()) == pytest.approx(1.0)
+
+
+def test_fine_tunes_are_cached_under_their_recipe(tmp_path):
+    base = vm.with_binary_head(vm.make_vit(TINY, 10, 0), seed=0)
+    x, y = torch.rand(32, 3, 28, 28), torch.randint(0, 2, (32,))
+    recipe = vt.FineTuneRecipe(epochs=1, batch_size=16)
+    first, cached = vt.fine_tune_cached(base, x, y, recipe, {"task": "a"}, tmp_path)
+    again, cached2 = vt.fine_tune_cached(base, x, y, recipe, {"task": "a"}, tmp_path)
+    assert (cached, cached2) == (False, True)
+    for (k, v), (_, w) in zip(first.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(v, w), k
+    _, other = vt.fine_tune_cached(
+        base, x, y, vt.FineTuneRecipe(epochs=1, batch_size=16, seed=1), {"task": "a"}, tmp_path
+    )
+    assert not other and len(list(tmp_path.glob("finetune-*.safetensors"))) == 2
+
+
+def test_the_pretraining_key_covers_the_thread_count():
+    before = torch.get_num_threads()
+    key = vt.PretrainRecipe().key()
+    try:
+        torch.set_num_threads(before + 1)
+        assert vt.PretrainRecipe().key() != key
+    finally:
+        torch.set_num_threads(before)

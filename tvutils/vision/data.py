@@ -257,6 +257,17 @@ def random_tint(images: np.ndarray, seed: int) -> torch.Tensor:
     return gray[:, None] * tint[:, :, None, None]
 
 
+def both_colours(images: np.ndarray) -> torch.Tensor:
+    """Every digit drawn once in red and once in green: (2, N, 3, 28, 28), [0] red, [1] green.
+
+    A task's expected accuracy over its colour and label draws follows from a model's margins on these two
+    versions (``tvutils.vision.evaluation.expected_accuracy``), so every task (and every out-of-domain design)
+    is scored from the same forward passes, without sampling noise from the colours.
+    """
+    n = len(images)
+    return torch.stack([colourise(images, np.full(n, RED)), colourise(images, np.full(n, GREEN))])
+
+
 def task_table(tasks: list[ColourTask]) -> list[dict]:
     """One row a task: its name, P(colour agrees with the label), P(label = parity)."""
     return [{"task": t.name, "P(colour = label's colour)": t.p_colour, "P(label = parity)": t.p_parity} for t in tasks]

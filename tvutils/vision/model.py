@@ -2,7 +2,9 @@
 
 Models are ``transformers``' ``ViTForImageClassification`` (no torchvision, no timm). Ψ⁽⁰⁾ is either
 - a small ViT pre-trained inside the book on Fashion-MNIST (offline default; ``tvutils.vision.training``), or
-- a hub checkpoint (e.g. ViT-Small/16, as in the paper) loaded by ``load_pretrained_dir`` at its own resolution.
+- a hub checkpoint (e.g. ViT-Small/16, as in the paper) loaded by ``load_pretrained`` at its own resolution:
+  a folder or hub id in the ``transformers`` layout, or a ``timm`` checkpoint (its ``model.safetensors``),
+  whose keys ``timm_to_transformers`` maps onto ``transformers``' ViT without importing timm.
 Either way the fine-tuning model is the pre-trained encoder with a new two-way head (parity), initialised
 from a seed; that head is part of Ψ⁽⁰⁾ and (by default) frozen, like the fixed output layer a of eq. (3).
 
@@ -12,13 +14,17 @@ Inputs are (N, 3, 28, 28) in [0, 1]; ``prepare`` resizes them to the model's ima
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
+from transformers.utils import logging as hf_logging
 
 from ..editing.task_vector import TaskVector
 
@@ -82,8 +88,108 @@ def with_binary_head(pretrained: ViTForImageClassification, seed: int) -> ViTFor
 
 
 def load_pretrained_dir(path: str | Path) -> ViTForImageClassification:
-    """A ViT from a Hugging Face model folder or hub id (safetensors weights only), e.g. ViT-Small/16."""
+    """A ViT from a folder in the ``transformers`` layout (config.json + safetensors weights only)."""
+    hf_logging.disable_progress_bar()  # no loading bar in the executed pages
     return ViTForImageClassification.from_pretrained(str(path), use_safetensors=True).eval()
+
+
+def timm_to_transformers(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    """A timm ViT state dict → (``transformers`` ViT weights in its checkpoint layout, ViTConfig fields).
+
+    The key map of ``transformers``' own timm converter: ``blocks.i.attn.qkv`` is split into query, key and
+    value; ``norm1``/``norm2`` → ``layernorm_before``/``after``; ``mlp.fc1``/``fc2`` → ``intermediate``/``output``;
+    ``norm`` → ``vit.layernorm``; ``head`` → ``classifier``. Sizes are read off the shapes; the head count is
+    width / 64, the head size of every timm ViT (Ti, S, B, L) — shapes cannot tell it.
+    """
+    required = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "norm.weight")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(f"not a timm ViT checkpoint: no {missing}")
+    hidden, layers = (
+        state["cls_token"].shape[-1],
+        1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks.")),
+    )
+    patch = state["patch_embed.proj.weight"].shape[-1]
+    side = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
+    out = {
+        "vit.embeddings.cls_token": state["cls_token"],
+        "vit.embeddings.position_embeddings": state["pos_embed"],
+        "vit.embeddings.patch_embeddings.projection.weight": state["patch_embed.proj.weight"],
+        "vit.embeddings.patch_embeddings.projection.bias": state["patch_embed.proj.bias"],
+        "vit.layernorm.weight": state["norm.weight"],
+        "vit.layernorm.bias": state["norm.bias"],
+    }
+    names = {"norm1": "layernorm_before", "norm2": "layernorm_after", "attn.proj": "attention.output.dense",
+             "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense"}  # fmt: skip
+    for i in range(layers):
+        src, dst = f"blocks.{i}.", f"vit.encoder.layer.{i}."
+        for a, b in names.items():
+            for kind in ("weight", "bias"):
+                out[f"{dst}{b}.{kind}"] = state[f"{src}{a}.{kind}"]
+        for kind in ("weight", "bias"):
+            for part, chunk in zip(("query", "key", "value"), state[f"{src}attn.qkv.{kind}"].chunk(3, dim=0)):
+                out[f"{dst}attention.attention.{part}.{kind}"] = chunk
+    head = state.get("head.weight")
+    if head is not None and head.ndim == 2 and head.shape[0] > 0:
+        out["classifier.weight"], out["classifier.bias"] = head, state["head.bias"]
+    else:  # a checkpoint without a head: a zero one-way head keeps the layout complete (it is replaced anyway)
+        out["classifier.weight"], out["classifier.bias"] = torch.zeros(1, hidden), torch.zeros(1)
+    config = {
+        "image_size": side * patch,
+        "patch_size": patch,
+        "num_channels": state["patch_embed.proj.weight"].shape[1],
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": hidden // 64,
+        "intermediate_size": state["blocks.0.mlp.fc1.weight"].shape[0],
+        "layer_norm_eps": 1e-6,  # timm's ViT LayerNorm
+        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
+        "num_labels": out["classifier.weight"].shape[0],
+    }
+    return {k: v.contiguous() for k, v in out.items()}, config
+
+
+def convert_timm_folder(source: str | Path, target: str | Path) -> Path:
+    """Write a timm checkpoint folder (``model.safetensors``) as a ``transformers`` ViT folder; returns target."""
+    weights = Path(source) / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{source}: no model.safetensors (only safetensors weights are loaded)")
+    state, fields = timm_to_transformers(load_file(str(weights)))
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    ViTConfig(**fields).save_pretrained(target)
+    tmp = target / f".model.safetensors.tmp{os.getpid()}"
+    save_file(state, str(tmp), metadata={"format": "pt", "converted_from": "timm"})
+    os.replace(tmp, target / "model.safetensors")
+    return target
+
+
+def is_timm_folder(folder: Path) -> bool:
+    """A timm checkpoint folder: its config.json names a timm ``architecture`` instead of a ``model_type``."""
+    config = folder / "config.json"
+    return config.is_file() and "architecture" in json.loads(config.read_text())
+
+
+def load_pretrained(name: str | Path, cache: Path) -> ViTForImageClassification:
+    """Ψ⁽⁰⁾'s encoder from a local folder or a hub id, in the ``transformers`` layout or timm's (converted once
+    into ``cache``, keyed by the name). Hub ids are downloaded (safetensors and config only)."""
+    folder = Path(name)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(str(name), allow_patterns=["*.json", "*.safetensors"]))
+        except Exception as exc:  # offline, unknown id, …: one line saying what to do
+            raise RuntimeError(
+                f"could not fetch the ViT {name!r} from the hub ({type(exc).__name__}); "
+                "pass a local folder as hub_model, or run where the hub can be reached"
+            ) from None
+    if is_timm_folder(folder):
+        converted = Path(cache) / ("timm-" + "".join(c if c.isalnum() else "-" for c in str(name))[-80:])
+        if not (converted / "model.safetensors").is_file():
+            convert_timm_folder(folder, converted)
+        folder = converted
+    return load_pretrained_dir(folder)
 
 
 def encoder_keys(key: str) -> bool:

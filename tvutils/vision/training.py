@@ -1,7 +1,10 @@
 """Training the case study's ViTs: pre-training the offline Ψ⁽⁰⁾ (cached), and fine-tuning one task.
 
-The offline Ψ⁽⁰⁾ is cached on disk as safetensors under ``cache_dir("vit")``, keyed by its recipe, so later runs
-reuse it. Fine-tuning copies Ψ⁽⁰⁾ and trains the copy with one recipe for every task.
+The offline Ψ⁽⁰⁾ is cached on disk as safetensors under ``cache_dir("vit")``, keyed by its recipe and the
+runtime fingerprint (library versions, thread count), so later runs reuse it and a Ψ⁽⁰⁾ made under other
+conditions is never reused. Fine-tuning copies Ψ⁽⁰⁾ and trains the copy with one recipe for every task;
+``fine_tune_cached`` keeps the result on disk under the same kind of key. On a GPU training runs in mixed
+precision (float16 with loss scaling).
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from transformers import ViTForImageClassification
 
 from ..chapter.paths import atomic_write_bytes, cache_dir
 from ..chapter.progress import progress
+from ..chapter.runtime import fingerprint
+from .cache import cache_key, cached_tensors, device_name
 from .data import load_fashion_mnist, random_tint
-from .evaluation import accuracy, logits
-from .model import ViTSpec, make_vit, prepare
+from .evaluation import accuracy, autocast, logits
+from .model import ViTSpec, encoder_keys, make_vit, prepare
 
-CACHE_VERSION = 1  # bump when the pre-training code changes, so old checkpoints are not reused
+CACHE_VERSION = 2  # bump when the pre-training code changes, so old checkpoints are not reused
 TEST_TINT = 1  # the Fashion-MNIST test images are tinted from seed recipe.seed + TEST_TINT (training: recipe.seed)
 
 
@@ -53,14 +58,17 @@ def train_classifier(
     n_steps = max(1, int(round(epochs * len(y) / batch_size)))
     order = torch.cat([torch.randperm(len(y), generator=gen) for _ in range(int(np.ceil(epochs)) + 1)])
     size, device = model.config.image_size, next(model.parameters()).device
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")  # float16 needs loss scaling
     model.train()
     for step in progress(range(n_steps), desc=desc):
         idx = order[step * batch_size : (step + 1) * batch_size]
-        logits_ = model(pixel_values=prepare(x[idx].to(device), size)).logits
-        loss = F.cross_entropy(logits_, y[idx].to(device))
+        with autocast(device):
+            logits_ = model(pixel_values=prepare(x[idx].to(device), size)).logits
+            loss = F.cross_entropy(logits_.float(), y[idx].to(device))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
     for p in model.parameters():
         p.requires_grad_(True)
     return model.eval()
@@ -84,7 +92,8 @@ class PretrainRecipe:
     seed: int = 0
 
     def key(self) -> str:
-        doc = json.dumps({"version": CACHE_VERSION, **asdict(self)}, sort_keys=True)
+        """The cache key: the recipe, the code version and the runtime fingerprint (versions, threads)."""
+        doc = json.dumps({"version": CACHE_VERSION, **asdict(self), "fingerprint": fingerprint()}, sort_keys=True)
         return "fashion-vit-" + hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
@@ -115,6 +124,7 @@ def pretrained_vit(recipe: PretrainRecipe, directory: Path | None = None) -> tup
         "fashion_test_accuracy": acc,
         "seconds": seconds,
         "threads": torch.get_num_threads(),
+        "fingerprint": fingerprint(),
     }
     state = OrderedDict((k, v.contiguous()) for k, v in model.state_dict().items())
     atomic_write_bytes(weights, save_safetensors(state, metadata={"key": recipe.key()}))
@@ -142,3 +152,29 @@ def fine_tune_vit(
     return train_classifier(
         model, x, y, **_optimiser_settings(recipe), train_head=recipe.train_head, desc="fine-tuning"
     )
+
+
+def fine_tune_cached(
+    base: ViTForImageClassification,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: FineTuneRecipe,
+    data_doc: dict,
+    directory: Path | None = None,
+) -> tuple[ViTForImageClassification, bool]:
+    """``fine_tune_vit``, cached: the encoder weights of Ψ*_T stored under a key of ``data_doc`` (what defines
+    Ψ⁽⁰⁾ and the training data: the caller's recipe), the fine-tuning recipe, the device and the runtime
+    fingerprint. Returns the model and whether it came from the cache."""
+    directory = Path(directory) if directory is not None else cache_dir("vit", "finetuned")
+    device = next(base.parameters()).device
+    key = cache_key("finetune", {"data": data_doc, "recipe": asdict(recipe), "device": device_name(device)})
+
+    def train() -> dict[str, torch.Tensor]:
+        return {k: v for k, v in fine_tune_vit(base, x, y, recipe).state_dict().items() if encoder_keys(k)}
+
+    state, cached = cached_tensors(directory, key, train)
+    model = copy.deepcopy(base)
+    missing, unexpected = model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
+    if unexpected or any(encoder_keys(k) for k in missing):
+        raise ValueError(f"cached fine-tune {key} does not fit Ψ⁽⁰⁾: missing {missing}, unexpected {unexpected}")
+    return model.eval(), cached
