@@ -69,7 +69,6 @@ class GPT2Learner(nn.Module):
             embd_pdrop=0.0,
             attn_pdrop=0.0,
         )
-        config._attn_implementation = "eager"  # returns attention weights (Figures 11-13's reading)
         self.read_in = nn.Linear(cfg.D, cfg.n_embd)
         self.backbone = GPT2Model(config)
         self.backbone.wte.weight.requires_grad_(False)  # never used: the inputs are embeddings
@@ -92,7 +91,12 @@ class GPT2Learner(nn.Module):
 @torch.no_grad()
 def query_attention(model: GPT2Learner, P: torch.Tensor) -> torch.Tensor:
     """Each layer's attention of the query on the context columns, averaged over heads: (layers, B, l)."""
-    _, attentions = model(P, output_attentions=True)
+    config = model.backbone.config
+    fast, config._attn_implementation = config._attn_implementation, "eager"  # only eager returns the weights
+    try:
+        _, attentions = model(P, output_attentions=True)
+    finally:
+        config._attn_implementation = fast
     return torch.stack([a[:, :, -1, :-1].mean(1) for a in attentions])
 
 
