@@ -33,3 +33,13 @@ def test_predictions():
     assert pattern_reader_error(0.8, 0) == 0.5 and pattern_reader_error(0.8, 3) == pytest.approx(0.5 * 0.6**3)
     with pytest.raises(ValueError, match="α'"):
         theorem1_min_length(0.0)
+
+
+def test_bootstrap_exponent_skips_columns_without_values_quietly():
+    import warnings
+
+    y = np.array([[np.nan, 2.0, 1.0], [np.nan, 2.0, 1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p, lo, hi, _ = bootstrap_exponent([0.2, 0.4, 0.8], y, n_boot=20)
+    assert p == pytest.approx(-1.0) and lo == pytest.approx(-1.0)

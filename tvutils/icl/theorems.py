@@ -11,6 +11,7 @@ The Θ(·) constants are unknown: the chapters compare exponents (fitted in log-
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,8 +60,15 @@ def bootstrap_exponent(
     if y.ndim != 2 or y.shape[1] != len(x):
         raise ValueError(f"y_per_seed must have shape (seeds, {len(x)}), got {y.shape}")
     per_seed = np.array([fit_exponent(x, row) for row in y])
-    point = fit_exponent(x, np.nanmean(y, axis=0))
+    point = fit_exponent(x, _column_means(y))
     idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
-    boots = np.array([fit_exponent(x, np.nanmean(y[i], axis=0)) for i in idx])
+    boots = np.array([fit_exponent(x, _column_means(y[i])) for i in idx])
     lo, hi = np.nanquantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return float(point), float(lo), float(hi), per_seed
+
+
+def _column_means(y: np.ndarray) -> np.ndarray:
+    """Mean of each column over its finite entries; NaN where a column has none (without a warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(y, axis=0)
