@@ -3,4 +3,5 @@
 
 def overrides(tmp_path) -> dict:
     return {"seeds": [0], "device": "cpu", "steps": 40, "n_test": 100, "S1s": [0.9, 1.1],
-            "alphas_test": [0.4, 0.8], "lengths": [2, 8, 32], "gpt2_steps": 4, "gpt2_warmup": 2}  # fmt: skip
+            "alphas_test": [0.4, 0.8], "lengths": [2, 8, 32], "gpt2_steps": 4, "gpt2_warmup": 2, "gpt2_n_test": 50,
+            "gpt2_lengths": [4, 16]}  # fmt: skip
