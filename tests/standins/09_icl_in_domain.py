@@ -1,5 +1,7 @@
 """Stand-in run of 09_icl_in_domain's ``full`` profile: its shapes (M₁ = 10, M₂ = 40, d = 50), few seeds and steps."""
 
+SECONDS = 20  # this stand-in's share of the 3-minute budget of all stand-ins (measured 27-31 s at load 10)
+
 
 def overrides(tmp_path) -> dict:
     # nothing to write: the chapter has no model or data files; only its run is shrunk

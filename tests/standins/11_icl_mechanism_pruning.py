@@ -1,6 +1,8 @@
 """Stand-in run of 11_icl_mechanism_pruning's ``full`` profile: its shapes (M₁ = 10, M₂ = 40, d = 50, GPT-2
 3 × 2 × 64), few seeds and steps, on the CPU (the stand-in GPT-2's recipe differs, so it gets its own cache entry)."""
 
+SECONDS = 20  # this stand-in's share of the 3-minute budget of all stand-ins (measured 27-31 s at load 10)
+
 
 def overrides(tmp_path) -> dict:
     return {"seeds": [0], "device": "cpu", "steps": 40, "n_test": 100, "fractions": [0.0, 0.5, 0.9],
