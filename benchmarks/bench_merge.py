@@ -6,11 +6,18 @@ OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoin
 * ``memory``    the in-memory computation: load the three models whole, merge, save,
 * ``mergekit``  ``mergekit-yaml`` with ``merge_method: task_arithmetic`` (optional extra ``bench``),
 * ``io``        the machine's own limit: read every input file and write one output of the same size (fsync'd,
-                as the stream's output is), no arithmetic.
+                as the stream's output is), no arithmetic;
+* ``stream-rank``, ``stream-entries``: the streaming merge with ``--rank 8`` / ``--keep-entries 0.1``;
+* ``-nosync`` versions of ``io`` and ``stream`` skip the fsync (mergekit and the in-memory version do not fsync).
 
-Each runs in its own process, measured side by side in one run: wall time and peak RSS (from wait4). The
-streamed output is compared with the in-memory one (and mergekit's) tensor by tensor. Ratios are what to
-read; absolute times on a shared machine are noise.
+Each runs in its own process: wall time and peak RSS (from wait4). ``--repeats`` rounds run every method once
+each, interleaved (round 1: io, stream, …, mergekit; round 2: the same), and the medians over rounds are
+reported, so that a burst of load on the shared machine hits every method alike. The streamed output is compared
+with the in-memory one (and mergekit's) tensor by tensor. Ratios are what to read; absolute times on a shared
+machine are noise.
+
+mergekit is found as ``--mergekit PATH``, else ``mergekit-yaml`` beside this Python, else on PATH (it may live in
+a virtual environment of its own, since it pins its own transformers).
 
     python benchmarks/bench_merge.py                       # about 1.2 GB per model (minutes)
     python benchmarks/bench_merge.py --hidden 64 --layers 2 --vocab 256   # a tiny run
@@ -22,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -173,9 +181,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=ROOT / "_cache" / "bench" / "merge")
     parser.add_argument(
-        "--methods", nargs="+", default=["io", "io-nosync", "stream", "stream-nosync", "memory", "mergekit"]
+        "--methods",
+        nargs="+",
+        default=["io", "io-nosync", "stream", "stream-nosync", "stream-rank", "stream-entries", "memory", "mergekit"],
     )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--mergekit", type=Path, default=None, help="the mergekit-yaml executable")
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
+    parser.add_argument("--reuse", action="store_true", help="reuse checkpoints kept by --keep with the same spec")
     args = parser.parse_args(argv)
     inter = args.intermediate or 8 * args.hidden // 3
     shapes = llama_shapes(args.hidden, inter, args.layers, args.vocab)
@@ -194,24 +207,28 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_dtype": "float32",
     }
     work = args.workdir
-    if work.exists():
-        shutil.rmtree(work)
     models = {name: work / name for name in ("base", "A", "B")}
-    start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    py, me = sys.executable, str(Path(__file__).resolve())
-    # In a child process: this one must stay small (a child's peak RSS counts its parent's from before exec).
     spec = json.dumps(
         {"shapes": shapes, "shards": args.shards, "config": config, "models": [str(m) for m in models.values()]}
     )
-    subprocess.run([py, me, "_generate", spec], check=True, env=env)
+    reuse = args.reuse and (work / "spec.json").is_file() and (work / "spec.json").read_text() == spec
+    if work.exists() and not reuse:
+        shutil.rmtree(work)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    py, me = sys.executable, str(Path(__file__).resolve())
+    if not reuse:  # in a child process: this one must stay small (a child's peak RSS counts its parent's)
+        subprocess.run([py, me, "_generate", spec], check=True, env=env)
+        (work / "spec.json").write_text(spec)
     size_mb = sum(f.stat().st_size for f in models["base"].glob("*.safetensors")) / 2**20
     print(
         f"generated 3 checkpoints: {len(shapes)} tensors, {args.shards} shards, {size_mb:.0f} MB each "
         f"({time.perf_counter() - start:.0f} s)"
     )
     tuned = [str(models["A"]), str(models["B"])]
-    mergekit = Path(sys.executable).parent / "mergekit-yaml"
+    mergekit = args.mergekit or Path(sys.executable).parent / "mergekit-yaml"
+    if not mergekit.exists() and shutil.which("mergekit-yaml"):
+        mergekit = Path(shutil.which("mergekit-yaml"))
 
     def stream_command(out: Path, *extra: str) -> list[str]:
         """The command line of this book's streaming merge (python -m tvutils merge) on the generated models."""
@@ -238,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
         "stream": stream_command(work / "stream"),
         "io-nosync": [py, me, "_io-nosync", str(work / "io.out"), str(models["base"]), *tuned],
         "stream-nosync": stream_command(work / "stream-nosync", "--no-fsync"),
+        "stream-rank": stream_command(work / "stream-rank", "--rank", "8"),
+        "stream-entries": stream_command(work / "stream-entries", "--keep-entries", "0.1"),
         "memory": [py, me, "_memory", str(models["base"]), *tuned, str(work / "memory")],
     }
     if mergekit.exists():
@@ -257,18 +276,31 @@ def main(argv: list[str] | None = None) -> dict:
             "--no-copy-tokenizer",
             "--no-write-model-card",
         ]
-    results = {}
+    outputs = {"io": work / "io.out", "io-nosync": work / "io.out", "memory": work / "memory"}
+    outputs.update({name: work / name for name in commands if name.startswith(("stream", "mergekit"))})
+    runs: dict[str, list[tuple[float, float]]] = {}
+    methods = [m for m in args.methods if m in commands]
     for name in args.methods:
         if name not in commands:
-            print(f"{name}: skipped (mergekit not installed: pip install -e '.[bench]' -c constraints)")
-            continue
-        results[name] = measure(commands[name], env)
-        print(f"{name:9s} {results[name][0]:7.1f} s  {results[name][1]:7.0f} MB peak RSS", flush=True)
+            print(f"{name}: skipped (mergekit not found: pip install -e '.[bench]' -c constraints, or --mergekit)")
+    for rep in range(args.repeats):
+        for name in methods:
+            out = outputs[name]
+            if out.exists():  # each run writes a fresh output
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+            runs.setdefault(name, []).append(measure(commands[name], env))
+            wall, rss = runs[name][-1]
+            print(f"round {rep + 1}  {name:14s} {wall:7.1f} s  {rss:7.0f} MB peak RSS", flush=True)
+    results = {
+        name: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for name, r in runs.items()
+    }
 
     errors = {}  # compared after every measurement: comparing loads torch into this process
     for name in ("stream", "stream-nosync"):
         if name in results and "memory" in results:
             errors[name] = compare(work / "memory", work / name)
+    if "stream" in results and "stream-nosync" in results and "memory" not in results:
+        errors["stream-nosync"] = compare(work / "stream", work / "stream-nosync")
     if "mergekit" in results and "memory" in results:
         errors["mergekit"] = compare(work / "memory", work / "mergekit")
     print(
@@ -276,11 +308,13 @@ def main(argv: list[str] | None = None) -> dict:
         f"{max(4 * __import__('math').prod(s) for s in shapes.values()) / 2**20:.0f} MB"
     )
     ref = results.get("io")
-    print(f"{'method':9s} {'wall / io':>10s} {'RSS MB':>8s} {'max rel. diff':>14s}")
+    print(f"medians over {args.repeats} interleaved round(s); walls of each round in brackets")
+    print(f"{'method':14s} {'wall s':>7s} {'wall / io':>10s} {'RSS MB':>8s} {'max rel. diff':>14s}  rounds")
     for name, (wall, rss) in results.items():
         ratio = f"{wall / ref[0]:10.2f}" if ref else f"{'-':>10s}"
         diff = f"{errors[name]:14.1e}" if name in errors else f"{'':14s}"
-        print(f"{name:9s} {ratio} {rss:8.0f} {diff}")
+        rounds = ", ".join(f"{w:.1f}" for w, _ in runs[name])
+        print(f"{name:14s} {wall:7.1f} {ratio} {rss:8.0f} {diff}  [{rounds}]")
     for name in ("stream", "stream-nosync"):
         if name in results and "mergekit" in results:
             s, m = results[name], results["mergekit"]
@@ -290,9 +324,13 @@ def main(argv: list[str] | None = None) -> dict:
     if "stream" in results and "memory" in results:
         s, m = results["stream"], results["memory"]
         print(f"stream vs memory:   {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+    for name in ("stream-rank", "stream-entries"):
+        if name in results and "stream" in results:
+            v, s = results[name], results["stream"]
+            print(f"{name} / stream: {v[0] / s[0]:.2f}× the wall time, {v[1] / s[1]:.2f}× the peak RSS")
     if not args.keep:
         shutil.rmtree(work)
-    return {"results": results, "errors": errors, "size_mb": size_mb, "tensors": len(shapes)}
+    return {"results": results, "runs": runs, "errors": errors, "size_mb": size_mb, "tensors": len(shapes)}
 
 
 if __name__ == "__main__":

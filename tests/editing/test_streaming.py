@@ -514,6 +514,13 @@ def test_variant_merges_equal_the_task_vector_operations_on_large_tensors(tmp_pa
         d = tuned[k] - base[k]
         expected = base[k] + 0.8 * (d * variants.entry_mask(d, 0.1))
         torch.testing.assert_close(out[k], expected, rtol=0, atol=1e-6)
+    out = load_file(merge_checkpoints(bp, [tp, tp], [0.8, -0.3], tmp_path / "r.safetensors", rank=4))
+    d = tuned["big"] - base["big"]
+    torch.testing.assert_close(out["big"], base["big"] + 0.5 * variants.rank_k_fast(d, 4), rtol=0, atol=1e-5)
+    out = load_file(merge_checkpoints(bp, [tp], [0.8], tmp_path / "e.safetensors", rank=4, keep_rows=0.5))
+    low = variants.rank_k_fast(d, 4)
+    low = low * variants.row_mask(low, 0.5)[:, None]
+    torch.testing.assert_close(out["big"], base["big"] + 0.8 * low, rtol=0, atol=1e-5)
 
 
 # ---- acceptance: the fuzz test ---------------------------------------------------------------------------------------

@@ -576,6 +576,16 @@ class _Merger:
             "(a smaller λ, --dtype float32, or --allow-nonfinite)"
         )
 
+    @staticmethod
+    def _low_rank_into(matrix, left, right, lam, acc, first) -> None:
+        """matrix = left·right, or acc (=, +=) λ·left·right, in row blocks of about CHUNK elements."""
+        block = max(1, CHUNK // right.shape[1])
+        for r in range(0, left.shape[0], block):
+            if matrix is not None:
+                torch.matmul(left[r : r + block], right, out=matrix[r : r + block])
+            else:
+                acc[r : r + block].addmm_(left[r : r + block], right, beta=0.0 if first else 1.0, alpha=lam)
+
     def _whole(self, fd: int, path: Path, info: TensorInfo, key: str, out_dt: torch.dtype) -> None:
         """A variant needs each difference Dᵢ = Aᵢ − BASE whole; every pass over it is chunked (cache-sized).
 
@@ -602,38 +612,33 @@ class _Merger:
             threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)  # the linear algebra is compute-bound: every thread
             try:
+                factors = None
                 if rank is not None and matrix is not None:
-                    left, right = rank_k_factors(matrix, rank)
-                    left, right = left.to(work_dt), right.to(work_dt)
-                    block = max(1, CHUNK // matrix.shape[1])
-                    for r in range(0, matrix.shape[0], block):
-                        torch.matmul(left[r : r + block], right, out=matrix[r : r + block])
+                    left, right = (f.to(work_dt) for f in rank_k_factors(matrix, rank))
+                    factors = left, right
+                    if keep_rows is not None or keep_entries is not None:  # the next variant needs it whole
+                        self._low_rank_into(matrix, left, right, lam=None, acc=None, first=False)
+                        factors = None
+                if factors is not None:  # rank alone: ACC += λ·left·right, row block by row block
+                    self._low_rank_into(None, *factors, lam=lam, acc=acc.view(matrix.shape), first=i == 0)
+                    continue
                 if keep_rows is not None and matrix is not None:
                     matrix.mul_(row_mask(matrix, keep_rows).to(work_dt)[:, None])
-                thr, ties = math.inf, 0
-                if keep_entries is not None:
-                    k = kept_count(keep_entries, numel)
-                    if k == numel:
-                        thr = -1.0
-                    elif k > 0:
-                        thr, above = kth_largest_magnitude(d, k)
-                        ties = k - above
             finally:
                 torch.set_num_threads(threads)
-            for s in range(0, numel, CHUNK):
-                part = d[s : s + CHUNK]
-                if keep_entries is not None:
-                    mag = part.abs()
-                    keep = mag > thr
-                    if ties > 0:
-                        at = (mag == thr).nonzero().reshape(-1)[:ties]
-                        keep[at] = True
-                        ties -= at.numel()
-                    part = part.masked_fill_(~keep, 0.0)
+            k = numel if keep_entries is None else kept_count(keep_entries, numel)
+            if 0 < k < numel:
+                from ._select_kernel import accumulate_kept
+
+                thr, above = kth_largest_magnitude(d, k)
+                accumulate_kept(d.numpy(), thr, k - above, lam, acc.numpy(), i == 0)
+            elif k == 0:
                 if i == 0:
-                    torch.mul(part, lam, out=acc[s : s + CHUNK])
-                else:
-                    acc[s : s + CHUNK].add_(part, alpha=lam)
+                    acc.zero_()
+            elif i == 0:
+                torch.mul(d, lam, out=acc)
+            else:
+                acc.add_(d, alpha=lam)
         del d
         for s in range(0, numel, CHUNK):
             n = min(CHUNK, numel - s)
