@@ -1,7 +1,9 @@
 """Command line: ``python -m tvutils merge --base BASE --finetuned A B --lambdas 1.0 -0.6 --out OUT``.
 
-Task arithmetic on safetensors checkpoints (single files or sharded Hugging Face folders), streamed one tensor
-at a time: OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE). See ``tvutils.editing.streaming``.
+Task arithmetic on safetensors checkpoints (single files or sharded Hugging Face folders), streamed:
+OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE). What is validated, what is atomic and what ``--overwrite`` replaces: the
+contract in ``tvutils.editing.streaming``'s docstring. Errors are one line on stderr and exit status 2; SIGTERM
+and SIGHUP unwind like Ctrl-C (exit status 130), removing the temporary output.
 """
 
 from __future__ import annotations

@@ -193,8 +193,10 @@ def _check_target(target: Path, folder_out: bool, names: list[str], cks: list[Ch
         if ck.folder is not None:
             owned.append(Path(os.path.realpath(ck.folder)))
         for p in owned:
-            if real == p or p.is_relative_to(real):
+            if real == p:
                 raise CheckpointError(f"{target}: the output would overwrite the input {p}")
+            if p.is_relative_to(real):
+                raise CheckpointError(f"{target}: the output folder holds the input {p}; choose another OUT")
         if ck.folder is not None and real.is_relative_to(os.path.realpath(ck.folder)):
             raise CheckpointError(f"{target}: the output would be written inside the input checkpoint {ck.folder}")
     if not os.path.lexists(target):
