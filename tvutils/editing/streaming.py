@@ -290,14 +290,12 @@ def merge_checkpoints(
         target.parent.mkdir(parents=True, exist_ok=True)
         clean_leftovers(target, log)
         tmp = target.parent / f".{target.name}{_TMP}{os.getpid()}-{secrets.token_hex(4)}.tmp"
-        if folder_out:
-            os.mkdir(tmp)
-        else:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        _create(tmp, folder_out)
     except OSError as err:
         raise _os_error(err, target) from None
-    lock = _lock(tmp)
+    lock = None
     try:
+        lock = _lock(tmp)
         files = {(tmp / name if folder_out else tmp): keys for name, keys in layout.items()}
         merger = _Merger(base_ck, tuned, lams, transform, out_dtype, allow_nonfinite, fsync, log)
         merger.run(files)
@@ -318,12 +316,21 @@ def merge_checkpoints(
     except OSError as err:
         raise _os_error(err, target) from None
     finally:
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
         if os.path.lexists(tmp):
             _remove(tmp)
     if folder_out and not base_ck.sharded:
         return target / SINGLE_NAME
     return target
+
+
+def _create(tmp: Path, folder: bool) -> None:
+    """Create the temporary output exclusively (the one place it is created; tests hook it to simulate errors)."""
+    if folder:
+        os.mkdir(tmp)
+    else:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
 def _publish(tmp: Path, target: Path, folder_out: bool, exists: bool, names: list[str]) -> None:
