@@ -137,8 +137,8 @@ def io_limit(inputs: list[str], out: str, fsync: bool = True) -> None:
             os.fsync(fh.fileno())
 
 
-def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB) of that process and its children."""
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB, CPU seconds: user + system) of that process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -147,7 +147,7 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} … failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def compare(reference: Path, other: Path) -> float:
@@ -289,11 +289,9 @@ def main(argv: list[str] | None = None) -> dict:
             if out.exists():  # each run writes a fresh output
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
             runs.setdefault(name, []).append(measure(commands[name], env))
-            wall, rss = runs[name][-1]
-            print(f"round {rep + 1}  {name:14s} {wall:7.1f} s  {rss:7.0f} MB peak RSS", flush=True)
-    results = {
-        name: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for name, r in runs.items()
-    }
+            wall, rss, cpu = runs[name][-1]
+            print(f"round {rep + 1}  {name:14s} {wall:7.1f} s  {rss:7.0f} MB peak RSS  {cpu:6.1f} s CPU", flush=True)
+    results = {name: tuple(statistics.median(x[i] for x in r) for i in range(3)) for name, r in runs.items()}
 
     errors = {}  # compared after every measurement: comparing loads torch into this process
     for name in ("stream", "stream-nosync"):
@@ -309,25 +307,34 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ref = results.get("io")
     print(f"medians over {args.repeats} interleaved round(s); walls of each round in brackets")
-    print(f"{'method':14s} {'wall s':>7s} {'wall / io':>10s} {'RSS MB':>8s} {'max rel. diff':>14s}  rounds")
-    for name, (wall, rss) in results.items():
+    print(
+        f"{'method':14s} {'wall s':>7s} {'wall / io':>10s} {'RSS MB':>8s} {'CPU s':>6s} {'max rel. diff':>14s}  rounds"
+    )
+    for name, (wall, rss, cpu) in results.items():
         ratio = f"{wall / ref[0]:10.2f}" if ref else f"{'-':>10s}"
         diff = f"{errors[name]:14.1e}" if name in errors else f"{'':14s}"
-        rounds = ", ".join(f"{w:.1f}" for w, _ in runs[name])
-        print(f"{name:14s} {wall:7.1f} {ratio} {rss:8.0f} {diff}  [{rounds}]")
+        rounds = ", ".join(f"{w[0]:.1f}" for w in runs[name])
+        print(f"{name:14s} {wall:7.1f} {ratio} {rss:8.0f} {cpu:6.1f} {diff}  [{rounds}]")
     for name in ("stream", "stream-nosync"):
         if name in results and "mergekit" in results:
             s, m = results[name], results["mergekit"]
-            print(f"{name} vs mergekit: {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+            print(
+                f"{name} vs mergekit: {m[0] / s[0]:.2f}× faster ({m[2] / s[2]:.2f}× less CPU), "
+                f"{s[1] / m[1]:.2f}× the peak RSS"
+            )
     if "stream-nosync" in results and "io-nosync" in results:
-        print(f"stream-nosync / io-nosync: {results['stream-nosync'][0] / results['io-nosync'][0]:.2f}")
+        s, i = results["stream-nosync"], results["io-nosync"]
+        print(f"stream-nosync / io-nosync: {s[0] / i[0]:.2f} (wall), {s[2] / i[2]:.2f} (CPU)")
     if "stream" in results and "memory" in results:
         s, m = results["stream"], results["memory"]
         print(f"stream vs memory:   {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
     for name in ("stream-rank", "stream-entries"):
         if name in results and "stream" in results:
             v, s = results[name], results["stream"]
-            print(f"{name} / stream: {v[0] / s[0]:.2f}× the wall time, {v[1] / s[1]:.2f}× the peak RSS")
+            print(
+                f"{name} / stream: {v[0] / s[0]:.2f}× the wall time, {v[2] / s[2]:.2f}× the CPU time, "
+                f"{v[1] / s[1]:.2f}× the peak RSS"
+            )
     if not args.keep:
         shutil.rmtree(work)
     return {"results": results, "runs": runs, "errors": errors, "size_mb": size_mb, "tensors": len(shapes)}
