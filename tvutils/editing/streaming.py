@@ -410,6 +410,7 @@ class _Merger:
             log,
         )
         self.threads = torch.get_num_threads()
+        self.whole: dict[torch.dtype, tuple[torch.Tensor, ...] | None] = {}
         self.fds: dict[Path, int] = {}
         self.out_nbytes: dict[Path, int] = {}
         self.writer = ThreadPoolExecutor(1)
@@ -585,6 +586,16 @@ class _Merger:
             "(a smaller λ, --dtype float32, or --allow-nonfinite)"
         )
 
+    def _whole_buffers(self, work_dt: torch.dtype, numel: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Dᵢ, ACC and BASE buffers of ``numel`` elements, reused from tensor to tensor (fresh large allocations
+        are page-faulted and zeroed by the kernel on every touch: seconds per checkpoint)."""
+        bufs = self.whole.get(work_dt)
+        if bufs is None or bufs[0].numel() < numel:
+            self.whole[work_dt] = None  # free the old ones first
+            largest = max(i.numel for i in self.base.tensors.values())
+            bufs = self.whole[work_dt] = tuple(torch.empty(largest, dtype=work_dt) for _ in range(3))
+        return tuple(b[:numel] for b in bufs)
+
     @staticmethod
     def _low_rank_into(matrix, left, right, lam, acc, first) -> None:
         """matrix = left·right, or acc (=, +=) λ·left·right, in row blocks of about CHUNK elements."""
@@ -601,20 +612,24 @@ class _Merger:
         Per fine-tuned model: Dᵢ into a full buffer (one pass, checked finite); the variant on it (rank: Dᵢ
         overwritten by its low-rank product, row block by row block; rows: Dᵢ's rows masked in place; entries:
         the k-th largest magnitude by ``kth_largest_magnitude``); then ACC += λᵢ·(kept part of Dᵢ), one pass.
-        Last, OUT = BASE + ACC, rounded once, chunk by chunk. Memory: two work-dtype copies of the tensor.
+        Last, OUT = BASE + ACC, rounded once, chunk by chunk. Memory: three work-dtype buffers (BASE, read once;
+        Dᵢ; ACC) of the largest tensor's size, reused from tensor to tensor.
         """
         dt = DTYPES[info.dtype]
         work_dt = torch.float64 if torch.float64 in (dt, out_dt) else torch.float32
         numel, isz = info.numel, dt.itemsize
-        d = torch.empty(numel, dtype=work_dt)
-        acc = torch.empty(numel, dtype=work_dt)
+        d, acc, base = self._whole_buffers(work_dt, numel)
+        for s in range(0, numel, CHUNK):  # BASE is read once, into memory
+            n = min(CHUNK, numel - s)
+            base[s : s + n].copy_(self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt]))
+            if not self.allow:
+                self._check_finite(base[s : s + n], info, key, s * isz, n)
         rank, keep_rows, keep_entries = self.transform
         for i, (ck, lam) in enumerate(zip(self.tuned, self.lambdas)):
             for s in range(0, numel, CHUNK):
                 n = min(CHUNK, numel - s)
-                b = self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt])
                 a = self._as_work(ck.tensors[key], s, n, self.bufs[1], self.work2[work_dt])
-                torch.sub(a, b, out=d[s : s + n])
+                torch.sub(a, base[s : s + n], out=d[s : s + n])
                 if not self.allow:
                     self._check_finite(d[s : s + n], info, key, s * isz, n)
             matrix = d.view(info.shape[0], -1) if len(info.shape) >= 2 else None
@@ -648,11 +663,9 @@ class _Merger:
                 torch.mul(d, lam, out=acc)
             else:
                 acc.add_(d, alpha=lam)
-        del d
         for s in range(0, numel, CHUNK):
             n = min(CHUNK, numel - s)
-            b = self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt])
-            part = acc[s : s + n].add_(b)
+            part = acc[s : s + n].add_(base[s : s + n])
             slot = self._slot()
             out = slot[: n * out_dt.itemsize].view(out_dt)
             out.copy_(part)  # the one rounding to the output dtype
