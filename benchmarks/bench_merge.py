@@ -6,11 +6,18 @@ OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoin
 * ``memory``    the in-memory computation: load the three models whole, merge, save,
 * ``mergekit``  ``mergekit-yaml`` with ``merge_method: task_arithmetic`` (optional extra ``bench``),
 * ``io``        the machine's own limit: read every input file and write one output of the same size (fsync'd,
-                as the stream's output is), no arithmetic.
+                as the stream's output is), no arithmetic;
+* ``stream-rank``, ``stream-entries``: the streaming merge with ``--rank 8`` / ``--keep-entries 0.1``;
+* ``-nosync`` versions of ``io`` and ``stream`` skip the fsync (mergekit and the in-memory version do not fsync).
 
-Each runs in its own process, measured side by side in one run: wall time and peak RSS (from wait4). The
-streamed output is compared with the in-memory one (and mergekit's) tensor by tensor. Ratios are what to
-read; absolute times on a shared machine are noise.
+Each runs in its own process: wall time and peak RSS (from wait4). ``--repeats`` rounds run every method once
+each, interleaved (round 1: io, stream, …, mergekit; round 2: the same), and the medians over rounds are
+reported, so that a burst of load on the shared machine hits every method alike. The streamed output is compared
+with the in-memory one (and mergekit's) tensor by tensor. Ratios are what to read; absolute times on a shared
+machine are noise.
+
+mergekit is found as ``--mergekit PATH``, else ``mergekit-yaml`` beside this Python, else on PATH (it may live in
+a virtual environment of its own, since it pins its own transformers).
 
     python benchmarks/bench_merge.py                       # about 1.2 GB per model (minutes)
     python benchmarks/bench_merge.py --hidden 64 --layers 2 --vocab 256   # a tiny run
@@ -22,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -129,8 +137,8 @@ def io_limit(inputs: list[str], out: str, fsync: bool = True) -> None:
             os.fsync(fh.fileno())
 
 
-def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB) of that process and its children."""
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB, CPU seconds: user + system) of that process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -139,7 +147,7 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} … failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def compare(reference: Path, other: Path) -> float:
@@ -173,9 +181,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shards", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=ROOT / "_cache" / "bench" / "merge")
     parser.add_argument(
-        "--methods", nargs="+", default=["io", "io-nosync", "stream", "stream-nosync", "memory", "mergekit"]
+        "--methods",
+        nargs="+",
+        default=["io", "io-nosync", "stream", "stream-nosync", "stream-rank", "stream-entries", "memory", "mergekit"],
     )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--mergekit", type=Path, default=None, help="the mergekit-yaml executable")
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
+    parser.add_argument("--reuse", action="store_true", help="reuse checkpoints kept by --keep with the same spec")
     args = parser.parse_args(argv)
     inter = args.intermediate or 8 * args.hidden // 3
     shapes = llama_shapes(args.hidden, inter, args.layers, args.vocab)
@@ -194,24 +207,28 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_dtype": "float32",
     }
     work = args.workdir
-    if work.exists():
-        shutil.rmtree(work)
     models = {name: work / name for name in ("base", "A", "B")}
-    start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    py, me = sys.executable, str(Path(__file__).resolve())
-    # In a child process: this one must stay small (a child's peak RSS counts its parent's from before exec).
     spec = json.dumps(
         {"shapes": shapes, "shards": args.shards, "config": config, "models": [str(m) for m in models.values()]}
     )
-    subprocess.run([py, me, "_generate", spec], check=True, env=env)
+    reuse = args.reuse and (work / "spec.json").is_file() and (work / "spec.json").read_text() == spec
+    if work.exists() and not reuse:
+        shutil.rmtree(work)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    py, me = sys.executable, str(Path(__file__).resolve())
+    if not reuse:  # in a child process: this one must stay small (a child's peak RSS counts its parent's)
+        subprocess.run([py, me, "_generate", spec], check=True, env=env)
+        (work / "spec.json").write_text(spec)
     size_mb = sum(f.stat().st_size for f in models["base"].glob("*.safetensors")) / 2**20
     print(
         f"generated 3 checkpoints: {len(shapes)} tensors, {args.shards} shards, {size_mb:.0f} MB each "
         f"({time.perf_counter() - start:.0f} s)"
     )
     tuned = [str(models["A"]), str(models["B"])]
-    mergekit = Path(sys.executable).parent / "mergekit-yaml"
+    mergekit = args.mergekit or Path(sys.executable).parent / "mergekit-yaml"
+    if not mergekit.exists() and shutil.which("mergekit-yaml"):
+        mergekit = Path(shutil.which("mergekit-yaml"))
 
     def stream_command(out: Path, *extra: str) -> list[str]:
         """The command line of this book's streaming merge (python -m tvutils merge) on the generated models."""
@@ -238,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict:
         "stream": stream_command(work / "stream"),
         "io-nosync": [py, me, "_io-nosync", str(work / "io.out"), str(models["base"]), *tuned],
         "stream-nosync": stream_command(work / "stream-nosync", "--no-fsync"),
+        "stream-rank": stream_command(work / "stream-rank", "--rank", "8"),
+        "stream-entries": stream_command(work / "stream-entries", "--keep-entries", "0.1"),
         "memory": [py, me, "_memory", str(models["base"]), *tuned, str(work / "memory")],
     }
     if mergekit.exists():
@@ -257,18 +276,29 @@ def main(argv: list[str] | None = None) -> dict:
             "--no-copy-tokenizer",
             "--no-write-model-card",
         ]
-    results = {}
+    outputs = {"io": work / "io.out", "io-nosync": work / "io.out", "memory": work / "memory"}
+    outputs.update({name: work / name for name in commands if name.startswith(("stream", "mergekit"))})
+    runs: dict[str, list[tuple[float, float]]] = {}
+    methods = [m for m in args.methods if m in commands]
     for name in args.methods:
         if name not in commands:
-            print(f"{name}: skipped (mergekit not installed: pip install -e '.[bench]' -c constraints)")
-            continue
-        results[name] = measure(commands[name], env)
-        print(f"{name:9s} {results[name][0]:7.1f} s  {results[name][1]:7.0f} MB peak RSS", flush=True)
+            print(f"{name}: skipped (mergekit not found: pip install -e '.[bench]' -c constraints, or --mergekit)")
+    for rep in range(args.repeats):
+        for name in methods:
+            out = outputs[name]
+            if out.exists():  # each run writes a fresh output
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+            runs.setdefault(name, []).append(measure(commands[name], env))
+            wall, rss, cpu = runs[name][-1]
+            print(f"round {rep + 1}  {name:14s} {wall:7.1f} s  {rss:7.0f} MB peak RSS  {cpu:6.1f} s CPU", flush=True)
+    results = {name: tuple(statistics.median(x[i] for x in r) for i in range(3)) for name, r in runs.items()}
 
     errors = {}  # compared after every measurement: comparing loads torch into this process
     for name in ("stream", "stream-nosync"):
         if name in results and "memory" in results:
             errors[name] = compare(work / "memory", work / name)
+    if "stream" in results and "stream-nosync" in results and "memory" not in results:
+        errors["stream-nosync"] = compare(work / "stream", work / "stream-nosync")
     if "mergekit" in results and "memory" in results:
         errors["mergekit"] = compare(work / "memory", work / "mergekit")
     print(
@@ -276,23 +306,38 @@ def main(argv: list[str] | None = None) -> dict:
         f"{max(4 * __import__('math').prod(s) for s in shapes.values()) / 2**20:.0f} MB"
     )
     ref = results.get("io")
-    print(f"{'method':9s} {'wall / io':>10s} {'RSS MB':>8s} {'max rel. diff':>14s}")
-    for name, (wall, rss) in results.items():
+    print(f"medians over {args.repeats} interleaved round(s); walls of each round in brackets")
+    print(
+        f"{'method':14s} {'wall s':>7s} {'wall / io':>10s} {'RSS MB':>8s} {'CPU s':>6s} {'max rel. diff':>14s}  rounds"
+    )
+    for name, (wall, rss, cpu) in results.items():
         ratio = f"{wall / ref[0]:10.2f}" if ref else f"{'-':>10s}"
         diff = f"{errors[name]:14.1e}" if name in errors else f"{'':14s}"
-        print(f"{name:9s} {ratio} {rss:8.0f} {diff}")
+        rounds = ", ".join(f"{w[0]:.1f}" for w in runs[name])
+        print(f"{name:14s} {wall:7.1f} {ratio} {rss:8.0f} {cpu:6.1f} {diff}  [{rounds}]")
     for name in ("stream", "stream-nosync"):
         if name in results and "mergekit" in results:
             s, m = results[name], results["mergekit"]
-            print(f"{name} vs mergekit: {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+            print(
+                f"{name} vs mergekit: {m[0] / s[0]:.2f}× faster ({m[2] / s[2]:.2f}× less CPU), "
+                f"{s[1] / m[1]:.2f}× the peak RSS"
+            )
     if "stream-nosync" in results and "io-nosync" in results:
-        print(f"stream-nosync / io-nosync: {results['stream-nosync'][0] / results['io-nosync'][0]:.2f}")
+        s, i = results["stream-nosync"], results["io-nosync"]
+        print(f"stream-nosync / io-nosync: {s[0] / i[0]:.2f} (wall), {s[2] / i[2]:.2f} (CPU)")
     if "stream" in results and "memory" in results:
         s, m = results["stream"], results["memory"]
         print(f"stream vs memory:   {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+    for name in ("stream-rank", "stream-entries"):
+        if name in results and "stream" in results:
+            v, s = results[name], results["stream"]
+            print(
+                f"{name} / stream: {v[0] / s[0]:.2f}× the wall time, {v[2] / s[2]:.2f}× the CPU time, "
+                f"{v[1] / s[1]:.2f}× the peak RSS"
+            )
     if not args.keep:
         shutil.rmtree(work)
-    return {"results": results, "errors": errors, "size_mb": size_mb, "tensors": len(shapes)}
+    return {"results": results, "runs": runs, "errors": errors, "size_mb": size_mb, "tensors": len(shapes)}
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ def test_bench_merge_tiny(tmp_path):
             str(tmp_path / "bench"),
             "--methods",
             *methods,
+            "--repeats",
+            "1",
         ]
     )
     assert set(out["results"]) == set(methods)

@@ -96,3 +96,45 @@ def test_dare_rescales_and_is_unbiased():
     assert torch.equal(vals, variants.dare(tv, 0.2, seed=0).deltas["V"])
     assert float(variants.dare(tv, 0.0, seed=0).deltas["V"].abs().sum()) == 0.0
     assert torch.equal(variants.dare(tv, 1.0, seed=1).deltas["V"], tv.deltas["V"])
+
+
+# ---- the fast versions that python -m tvutils merge uses -----------------------------------------------------------
+@pytest.mark.parametrize("n,decimals", [(1000, 1), (300_000, 2), (300_000, None)])
+def test_entry_mask_fast_equals_entry_mask(n, decimals):
+    """Equal masks, ties (rounded values) included, on both sides of the sampling size and for every keep."""
+    x = torch.randn(n, generator=torch.Generator().manual_seed(n))
+    if decimals is not None:
+        x = x.round(decimals=decimals)
+    for keep in (0.0, 1e-4, 0.1, 0.5, 0.97, 1.0):
+        assert torch.equal(variants.entry_mask_fast(x, keep), variants.entry_mask(x, keep)), keep
+    assert torch.equal(variants.entry_mask_fast(x.reshape(-1, 10), 0.3), variants.entry_mask(x.reshape(-1, 10), 0.3))
+
+
+def test_kth_largest_magnitude_is_exact_when_the_sample_misses():
+    """A layout the strided sample cannot see (the large entries off its stride) falls back to exact selection."""
+    n = 400_000
+    x = torch.zeros(n)
+    stride = n // variants.SAMPLE
+    off = [i for i in range(n) if i % stride != stride // 2][:5000]
+    x[off] = torch.arange(1, 5001, dtype=torch.float32)
+    for k in (1, 100, 4999, 5000, 5001, n):
+        thr, above = variants.kth_largest_magnitude(x, k)
+        ref = x.abs().sort(descending=True).values[k - 1]
+        assert thr == float(ref) and above == int((x.abs() > ref).sum()), k
+
+
+def test_rank_k_fast_exact_when_small_close_when_large():
+    g = torch.Generator().manual_seed(1)
+    small = torch.randn(15, 9, generator=g)
+    torch.testing.assert_close(variants.rank_k_fast(small, 2), variants.rank_k(small, 2), rtol=1e-6, atol=1e-6)
+    flat = torch.randn(600, 300, generator=g)  # a flat (Gaussian) spectrum: the hard case for a randomized method
+    for m in (flat, flat.T.contiguous()):
+        ratio = float((m - variants.rank_k_fast(m, 8)).norm() / (m - variants.rank_k(m, 8)).norm())
+        assert 1.0 - 1e-6 <= ratio < 1.01, ratio
+    u, _ = torch.linalg.qr(torch.randn(600, 40, generator=g))
+    v, _ = torch.linalg.qr(torch.randn(300, 40, generator=g))
+    decaying = (u * 0.5 ** torch.arange(40.0)) @ v.T  # singular values 1, 1/2, 1/4, …
+    torch.testing.assert_close(variants.rank_k_fast(decaying, 8), variants.rank_k(decaying, 8), rtol=0, atol=1e-5)
+    left, right = variants.rank_k_factors(decaying, 8)
+    assert left.shape == (600, 8) and right.shape == (8, 300)
+    assert torch.equal(variants.rank_k_fast(flat, 8), variants.rank_k_fast(flat, 8))  # seeded: deterministic

@@ -2,21 +2,53 @@
 
     OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE)
 
-for safetensors checkpoints, a single file or a sharded Hugging Face layout (``model.safetensors.index.json``),
-computed one tensor at a time: each tensor is read from disk into a buffer that is reused for the next one, so
-memory stays near three times the largest tensor (base, one fine-tuned copy, the result), whatever the number of
-models. Pickle checkpoints (``.bin``, ``.pt``, ``.ckpt``, …) are refused: unpickling runs arbitrary code.
+for safetensors checkpoints, a single file or a sharded Hugging Face layout (``model.safetensors.index.json``).
 
-Everything that can be checked is checked before a byte is written: the λ count, that every shard exists and
-is a well-formed safetensors file, and that all checkpoints have the same keys, shapes and dtypes. The output
-is written under a temporary name and renamed at the end, so an interrupted merge leaves no partial output.
-A sharded base gives a sharded output with the same shard names and an index.
+**The contract.**
+
+* *Validated before any output exists* (a temporary one included): the λ count, that every λ is finite and
+  within float32's range; that every file is a well-formed safetensors file by the format's rules (see
+  ``tvutils.editing.checkpoint``: offsets contiguous from 0 in order, sizes equal to shape × dtype size, no
+  negative dimension, no data beyond the file, …) and not a pickle; that an index names only shards inside its
+  own folder, each existing and holding exactly its keys; that all checkpoints have the same keys, shapes and
+  dtypes; that OUT is not an input, inside an input's folder, or a folder holding one; that OUT does not exist
+  (without ``overwrite``) and, with it, has the kind (file or folder) the merge writes.
+* *Checked while merging*, before the output is published: non-float tensors (position ids, masks) equal in
+  every checkpoint; every value of every input finite, and every merged value finite in the output dtype
+  (a NaN or Inf is reported with its key and checkpoint; ``allow_nonfinite=True`` / ``--allow-nonfinite`` lets
+  them through).
+* *The arithmetic*: in float32 for every float dtype (float64 for float64 tensors), as BASE + Σᵢ λᵢ (Aᵢ − BASE),
+  rounded once to the output dtype: the base's, or ``dtype`` (``--dtype``) for every float tensor. Non-float
+  tensors are copied from the base.
+* *Atomic*: the output is written under a hidden temporary name beside OUT (``.OUT.tvmerge-PID-XXXX.tmp``) and
+  appears only by one rename that does not replace anything (``renameat2(RENAME_NOREPLACE)``; where the
+  filesystem lacks it, a hard link for a file or an exclusive ``mkdir`` for a folder): two merges into one OUT
+  never both succeed, and a file or folder that appeared at OUT meanwhile is left as it is (the merge fails).
+  An interrupted merge (an exception, Ctrl-C, SIGTERM or SIGHUP through the command line) removes its
+  temporary output; one killed outright (SIGKILL, power loss) leaves it, and the next merge into the same OUT
+  removes it (each run holds a lock on its own temporary output, so a live one's is never touched).
+  With ``fsync`` (the default) every file and folder is flushed to disk before it is published.
+* *``overwrite``* replaces only what the merge writes: a file OUT by one atomic rename; in a folder OUT, the
+  files the merge writes (shards, index, the base folder's config files) one by one, each by an atomic rename,
+  the index last; other files there are kept. A folder OUT holding other weight files (which a loader could
+  pick up instead of the new ones) is refused, as are a file where the merge writes a folder and the reverse.
+* *Errors* are one line (``CheckpointError``) naming the file, key or path and the cause, OS errors (disk
+  full, read-only filesystem, …) included.
+
+Memory: the plain merge works in chunks of ``CHUNK`` elements (a few MB whatever the model); the variants
+(``rank``, ``keep_rows``, ``keep_entries``) need whole tensors: a few times the largest tensor. Pickle
+checkpoints (``.bin``, ``.pt``, ``.ckpt``, …) are refused: unpickling runs arbitrary code.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
+import math
 import os
+import secrets
 import shutil
 import struct
 from collections.abc import Callable, Sequence
@@ -26,6 +58,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import (
+    DTYPE_NAMES,
     DTYPES,
     INDEX_NAME,
     PICKLE_SUFFIXES,
@@ -35,69 +68,177 @@ from .checkpoint import (
     TensorInfo,
     check_same_layout,
 )
-from .variants import entry_mask, rank_k, row_mask
+from .variants import check_fraction, kept_count, kth_largest_magnitude, rank_k_factors, row_mask
+
+CHUNK = 1 << 18  # elements per chunk of the plain merge (1 MB of float32: stays in the CPU's caches)
+OUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64"}
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_TMP = ".tvmerge-"
 
 
 def delta_transform(
     rank: int | None = None, keep_rows: float | None = None, keep_entries: float | None = None
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The task-vector variant applied to each difference Aᵢ − BASE (tensors of ≥ 2 dims; vectors are kept).
+) -> tuple[int | None, float | None, float | None] | None:
+    """The task-vector variant applied to each difference Aᵢ − BASE, checked: None for the plain merge.
 
-    rank: best rank-k approximation (Corollary 1); keep_rows / keep_entries: keep that fraction of rows of
-    largest norm / entries of largest magnitude (Corollary 2), via ``tvutils.editing.variants``.
+    rank: rank-k approximation of each tensor of ≥ 2 dims (Corollary 1; ``variants.rank_k_factors``: the
+    exact SVD for small matrices, a seeded randomized subspace iteration otherwise); keep_rows: keep that
+    fraction of rows of largest norm (tensors of ≥ 2 dims; ``variants.row_mask``); keep_entries: keep that
+    fraction of entries of largest magnitude (every tensor; the mask of ``variants.entry_mask``), applied in
+    this order.
     """
     if rank is not None and rank < 1:
         raise CheckpointError(f"rank must be ≥ 1, got {rank}")
     for name, frac in (("keep_rows", keep_rows), ("keep_entries", keep_entries)):
-        if frac is not None and not 0.0 <= frac <= 1.0:
-            raise CheckpointError(f"{name} must be in [0, 1], got {frac}")
+        if frac is not None:
+            try:
+                check_fraction(frac)
+            except ValueError:
+                raise CheckpointError(f"{name} must be in [0, 1], got {frac}") from None
     if rank is None and keep_rows is None and keep_entries is None:
         return None
-
-    def transform(delta: torch.Tensor) -> torch.Tensor:
-        if rank is not None and delta.ndim >= 2:
-            delta = rank_k(delta, rank)
-        if keep_rows is not None and delta.ndim >= 2:
-            delta = delta * row_mask(delta, keep_rows).reshape(-1, *([1] * (delta.ndim - 1)))
-        if keep_entries is not None:
-            delta = delta * entry_mask(delta, keep_entries)
-        return delta
-
-    return transform
+    return rank, keep_rows, keep_entries
 
 
-class _Reader:
-    """Reads tensors into one reused buffer (no memory map: arithmetic on mapped pages copies them one by one)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.buffer = torch.empty(capacity, dtype=torch.uint8)
-        self.view = memoryview(self.buffer.numpy())
-        self.handles: dict[Path, object] = {}
-
-    def read(self, info: TensorInfo) -> torch.Tensor:
-        fh = self.handles.get(info.file)
-        if fh is None:
-            fh = self.handles[info.file] = open(info.file, "rb")  # noqa: SIM115 (closed in close())
-        fh.seek(info.start)
-        if fh.readinto(self.view[: info.nbytes]) != info.nbytes:
-            raise CheckpointError(f"{info.file}: short read (file changed or truncated?)")
-        return self.buffer[: info.nbytes].view(DTYPES[info.dtype]).view(info.shape)
-
-    def close(self) -> None:
-        for fh in self.handles.values():
-            fh.close()
+# ---- the output: planned and checked first, published by one rename that replaces nothing ---------------------------
+_RENAME_NOREPLACE = 1
+try:
+    _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+except (AttributeError, OSError):  # not glibc / not Linux
+    _renameat2 = None
 
 
-def _write_header(fh, infos: dict[str, TensorInfo], metadata: dict[str, str] | None) -> None:
-    header: dict[str, object] = {"__metadata__": metadata} if metadata else {}
-    offset = 0
-    for key, info in infos.items():
-        header[key] = {"dtype": info.dtype, "shape": list(info.shape), "data_offsets": [offset, offset + info.nbytes]}
-        offset += info.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
-    fh.write(struct.pack("<Q", len(raw)))
-    fh.write(raw)
+def _rename_noreplace(src: Path, dst: Path, is_dir: bool) -> None:
+    """Rename src to dst unless dst exists (FileExistsError); never replaces anything."""
+    if _renameat2 is not None:
+        if _renameat2(-100, os.fsencode(src), -100, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(dst))
+    if not is_dir:  # a hard link is created exclusively
+        os.link(src, dst)
+        os.unlink(src)
+        return
+    os.mkdir(dst)  # exclusive; then the entries move in
+    for entry in os.listdir(src):
+        os.rename(src / entry, dst / entry)
+    os.rmdir(src)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive lock on a file or folder (held while the fd is open); None if someone else holds it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def clean_leftovers(target: Path, log: Callable[[str], None] | None = None) -> list[Path]:
+    """Remove the temporary outputs of merges into ``target`` that were killed (no live process locks them)."""
+    removed = []
+    folder = target.parent
+    if not folder.is_dir():
+        return removed
+    prefix = f".{target.name}{_TMP}"
+    for entry in folder.iterdir():
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+            continue
+        try:
+            fd = _lock(entry)
+        except OSError:
+            continue
+        if fd is None:
+            continue  # a merge that is running
+        try:
+            _remove(entry)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+        if log is not None:
+            log(f"removed {entry.name}, the leftover of a merge that was killed")
+    return removed
+
+
+def _is_weight(name: str) -> bool:
+    lower = name.lower()
+    return lower.endswith((".safetensors", ".index.json", *PICKLE_SUFFIXES))
+
+
+def _check_target(target: Path, folder_out: bool, names: list[str], cks: list[Checkpoint], overwrite: bool) -> bool:
+    """Refuse an OUT that is or holds an input or lies in an input's folder; True when OUT exists (overwrite)."""
+    if target.name in ("", ".", ".."):
+        raise CheckpointError(f"{target}: not a name an output can be written under")
+    real = Path(os.path.realpath(target))
+    for parent in target.parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise CheckpointError(f"{parent}: not a folder, so {target} cannot be written")
+            break
+    for ck in cks:
+        owned = [Path(os.path.realpath(p)) for p in (ck.path, *ck.files)]
+        if ck.folder is not None:
+            owned.append(Path(os.path.realpath(ck.folder)))
+        for p in owned:
+            if real == p:
+                raise CheckpointError(f"{target}: the output would overwrite the input {p}")
+            if p.is_relative_to(real):
+                raise CheckpointError(f"{target}: the output folder holds the input {p}; choose another OUT")
+        if ck.folder is not None and real.is_relative_to(os.path.realpath(ck.folder)):
+            raise CheckpointError(f"{target}: the output would be written inside the input checkpoint {ck.folder}")
+    if not os.path.lexists(target):
+        return False
+    if not overwrite:
+        raise CheckpointError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+    if folder_out and not target.is_dir():
+        raise CheckpointError(f"{target} is a file, and this merge writes a folder; not replaced")
+    if not folder_out and (target.is_dir() or not target.is_file()):
+        raise CheckpointError(f"{target} is not a regular file, and this merge writes one; not replaced")
+    if folder_out:
+        written = {n.split("/")[0] for n in names}
+        others = sorted(p.name for p in target.iterdir() if _is_weight(p.name) and p.name not in written)
+        if others:
+            raise CheckpointError(
+                f"{target} holds weight files this merge would not replace ({', '.join(others[:5])}); a loader "
+                "could take them for the merged model. Remove them, or choose another OUT"
+            )
+    return True
+
+
+# ---- the merge ---------------------------------------------------------------------------------------------------------
+def _lambda_list(lambdas: Sequence[float]) -> list[float]:
+    out = []
+    for lam in lambdas:
+        try:
+            lam = float(lam)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"λ {lam!r} is not a number") from None
+        if not math.isfinite(lam) or abs(lam) > FLOAT32_MAX:
+            raise CheckpointError(f"λ = {lam} is not a finite float32 number; refused")
+        out.append(lam)
+    return out
+
+
+def _out_dtype(dtype: str | None) -> str | None:
+    if dtype is None:
+        return None
+    name = OUT_DTYPES.get(str(dtype).removeprefix("torch."), str(dtype).upper())
+    if name not in OUT_DTYPES.values():
+        raise CheckpointError(f"dtype {dtype!r} is not an output dtype ({', '.join(OUT_DTYPES)})")
+    return name
 
 
 def merge_checkpoints(
@@ -111,158 +252,426 @@ def merge_checkpoints(
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
     fsync: bool = True,
+    dtype: str | None = None,
+    allow_nonfinite: bool = False,
 ) -> Path:
-    """Write OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE), streaming one tensor at a time; returns the path written.
+    """Write OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE), streamed; returns the path written. The contract: module docstring.
 
     A single-file base gives a single file (OUT, or OUT/model.safetensors when OUT is not a ``.safetensors``
-    path); a sharded base gives a folder OUT with the base's shard names and index. Non-float tensors must be
-    equal in every checkpoint and are copied from the base. Float16/bfloat16 tensors are merged in float32.
-    ``fsync=False`` skips flushing each file to disk before the rename: still no partial output if the process
-    is interrupted, but a power loss may leave a complete-looking file with missing data.
+    path); a sharded base gives a folder OUT with the base's shard names and index. ``dtype``: "float32",
+    "bfloat16", "float16" or "float64" for every float tensor of the output (default: each tensor's own).
+    ``fsync=False`` skips flushing to disk before the rename: still no partial output if the process is
+    interrupted, but a power loss may leave a complete-looking output with missing data.
     """
     if len(finetuned) == 0:
         raise CheckpointError("give at least one fine-tuned checkpoint")
     if len(lambdas) != len(finetuned):
         raise CheckpointError(f"{len(finetuned)} fine-tuned checkpoint(s) but {len(lambdas)} λ value(s)")
+    lams = _lambda_list(lambdas)
+    out_dtype = _out_dtype(dtype)
     transform = delta_transform(rank, keep_rows, keep_entries)
     base_ck = Checkpoint(base)
     tuned = [Checkpoint(p) for p in finetuned]
     check_same_layout(base_ck, tuned)
-    out = Path(out)
-    if base_ck.sharded or out.suffix != ".safetensors":
-        target, single = out, None  # a folder
+
+    target = Path(os.path.abspath(out))
+    folder_out = base_ck.sharded or target.suffix != ".safetensors"
+    if base_ck.sharded:
+        layout = {base_ck.shard_names[f]: [k for k, i in base_ck.tensors.items() if i.file == f] for f in base_ck.files}
     else:
-        target, single = out, out.name
-    inputs = {p.resolve() for ck in (base_ck, *tuned) for p in (ck.path, *ck.files)}
-    if target.resolve() in inputs or any(target.resolve() in p.parents for p in inputs):
-        raise CheckpointError(f"{target}: the output would overwrite an input")
-    if target.exists() and not overwrite:
-        raise CheckpointError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+        layout = {SINGLE_NAME if folder_out else "": list(base_ck.tensors)}
+    extras = []
+    if folder_out and base_ck.folder is not None:  # config, tokenizer: every non-weight file of the base folder
+        extras = sorted(p for p in base_ck.folder.iterdir() if p.is_file() and not _is_weight(p.name))
+    names = [*layout, *(p.name for p in extras)] + ([INDEX_NAME] if base_ck.sharded else [])
+    exists = _check_target(target, folder_out, names if folder_out else [], [base_ck, *tuned], overwrite)
 
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     try:
-        if single is not None:
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            _stream(base_ck, tuned, lambdas, transform, {tmp: base_ck.tensors}, log, fsync)
-        else:
-            tmp.mkdir(parents=True)
-            layout = {tmp / f.name: {k: i for k, i in base_ck.tensors.items() if i.file == f} for f in base_ck.files}
-            if not base_ck.sharded:
-                layout = {tmp / SINGLE_NAME: base_ck.tensors}
-            _stream(base_ck, tuned, lambdas, transform, layout, log, fsync)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(target, log)
+        tmp = target.parent / f".{target.name}{_TMP}{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        _create(tmp, folder_out)
+    except OSError as err:
+        raise _os_error(err, target) from None
+    lock = None
+    try:
+        lock = _lock(tmp)
+        files = {(tmp / name if folder_out else tmp): keys for name, keys in layout.items()}
+        merger = _Merger(base_ck, tuned, lams, transform, out_dtype, allow_nonfinite, fsync, log)
+        merger.run(files)
+        if folder_out:
             if base_ck.sharded:
-                total = sum(i.nbytes for i in base_ck.tensors.values())
+                total = sum(merger.out_nbytes.values())
                 index = {"metadata": {"total_size": total}, "weight_map": dict(base_ck.weight_map)}
-                (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-            if base_ck.path.is_dir():  # config, tokenizer: every small non-weight file of the base folder
-                for extra in base_ck.path.iterdir():
-                    weights = extra.suffix in (".safetensors", *PICKLE_SUFFIXES) or extra.name == INDEX_NAME
-                    if extra.is_file() and not weights:
-                        shutil.copy2(extra, tmp / extra.name)
-        if target.exists():  # overwrite: move the old one aside only now that the new one is complete
-            old = target.with_name(f".{target.name}.old{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        else:
-            os.replace(tmp, target)
+                _write_small(tmp / INDEX_NAME, (json.dumps(index, indent=2) + "\n").encode(), fsync)
+            for extra in extras:
+                shutil.copy2(extra, tmp / extra.name)
+                if fsync:
+                    _fsync_path(tmp / extra.name)
+            if fsync:
+                _fsync_path(tmp)
+        _publish(tmp, target, folder_out, exists, names)
+        if fsync:
+            _fsync_path(target.parent)
+    except OSError as err:
+        raise _os_error(err, target) from None
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    return target / SINGLE_NAME if single is None and not base_ck.sharded else target
+        if lock is not None:
+            os.close(lock)
+        if os.path.lexists(tmp):
+            _remove(tmp)
+    if folder_out and not base_ck.sharded:
+        return target / SINGLE_NAME
+    return target
 
 
-def _stream(
-    base: Checkpoint,
-    tuned: list[Checkpoint],
-    lambdas: Sequence[float],
-    transform: Callable[[torch.Tensor], torch.Tensor] | None,
-    layout: dict[Path, dict[str, TensorInfo]],
-    log: Callable[[str], None] | None,
-    fsync: bool = True,
-) -> None:
-    """Merge tensor by tensor into the files of ``layout`` (path → the base's tensors it holds, in order).
+def _create(tmp: Path, folder: bool) -> None:
+    """Create the temporary output exclusively (the one place it is created; tests hook it to simulate errors)."""
+    if folder:
+        os.mkdir(tmp)
+    else:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
-    A writer thread writes tensor t while tensor t+1 is computed, so two result buffers take turns. Without a
-    variant, the merge is (1 − Σλᵢ)·BASE + Σ λᵢ Aᵢ: one pass per checkpoint, as each pass costs a trip through
-    memory (equal to BASE + Σ λᵢ (Aᵢ − BASE) up to float rounding; the variants need the differences).
-    torch's intra-op threads are off meanwhile (restored after): the arithmetic is memory-bound, and splitting
-    each operation between threads while the writer holds a core made it several times slower.
-    """
-    largest = max(i.nbytes for i in base.tensors.values())
-    largest_numel = max(i.nbytes // DTYPES[i.dtype].itemsize for i in base.tensors.values())
-    base_reader, tuned_reader = _Reader(largest), _Reader(largest)
-    results = [torch.empty(largest, dtype=torch.uint8) for _ in range(2)]  # the output bytes, two in turn
-    scratch: dict[torch.dtype, torch.Tensor] = {}  # float32 work space for float16/bfloat16 tensors
-    writer = ThreadPoolExecutor(1)
-    pending: list[Future] = []
-    turn = 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
 
-    def wait() -> None:
-        while pending:
-            pending.pop(0).result()  # re-raises a failed write here
+def _publish(tmp: Path, target: Path, folder_out: bool, exists: bool, names: list[str]) -> None:
+    if not exists:
+        try:
+            _rename_noreplace(tmp, target, folder_out)
+        except FileExistsError:
+            raise CheckpointError(
+                f"{target} appeared while this merge ran (another merge?); it was left as it is and nothing was "
+                "written; pass --overwrite to replace it"
+            ) from None
+        return
+    if not folder_out:
+        os.replace(tmp, target)
+        return
+    for name in sorted(names, key=lambda n: n == INDEX_NAME):  # shards and extras first, the index last
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        if (target / name).is_dir() and not (target / name).is_symlink():
+            raise CheckpointError(f"{target / name} is a folder; not replaced")
+        os.replace(tmp / name, target / name)
 
+
+def _os_error(err: OSError, target: Path) -> CheckpointError:
+    where = err.filename if err.filename is not None else target
+    if err.filename2 is not None:
+        where = f"{where} → {err.filename2}"
+    return CheckpointError(f"{where}: {err.strerror or err} (while writing {target})")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        for path, infos in layout.items():
-            fh = open(path, "wb")  # noqa: SIM115 (closed by the writer thread, after its last write)
-            _write_header(fh, infos, {"format": "pt"})
-            for key, info in infos.items():
-                b = base_reader.read(info)
-                out = results[turn][: info.nbytes]
-                if not b.is_floating_point():
-                    for ck in tuned:
-                        if not torch.equal(tuned_reader.read(ck.tensors[key]), b):
-                            raise CheckpointError(f"{ck.path}: non-float tensor {key!r} differs from the base")
-                    out.copy_(base_reader.buffer[: info.nbytes])
-                else:
-                    work = b.dtype if b.dtype in (torch.float32, torch.float64) else torch.float32
-                    if work == b.dtype:
-                        acc = out.view(work).view(b.shape)
-                    else:
-                        if work not in scratch:
-                            scratch[work] = torch.empty(largest_numel, dtype=work)
-                        acc = scratch[work][: b.numel()].view(b.shape)
-                    if transform is None:
-                        torch.mul(b, 1.0 - sum(float(lam) for lam in lambdas), out=acc)
-                    else:
-                        acc.copy_(b)
-                    for ck, lam in zip(tuned, lambdas):
-                        a = tuned_reader.read(ck.tensors[key])
-                        if transform is None:
-                            acc.add_(a, alpha=float(lam))
-                            continue
-                        delta = a.sub_(b) if a.dtype == work else a.to(work).sub_(b.to(work))  # in the reader's buffer
-                        acc.add_(transform(delta), alpha=float(lam))
-                    if work != b.dtype:
-                        out.view(b.dtype).copy_(acc.view(-1))
-                wait()  # the previous tensor is written: its buffer is free for the next one
-                pending.append(writer.submit(fh.write, memoryview(out.numpy())))
-                turn ^= 1
-            pending.append(writer.submit(_finish, fh, fsync))
-            if log is not None:
-                wait()
-                log(f"wrote {path.name} ({len(infos)} tensors)")
-        wait()
+        os.fsync(fd)
     finally:
-        for job in pending:  # on an error: let the writer finish, then close what it had open
-            try:
-                job.result()
-            except Exception:  # noqa: BLE001 (the error that matters is the one being raised)
-                pass
-        writer.shutdown(wait=True)
-        torch.set_num_threads(threads)
-        base_reader.close()
-        tuned_reader.close()
+        os.close(fd)
 
 
-def _finish(fh, fsync: bool) -> None:
-    try:
-        fh.flush()
+def _write_small(path: Path, data: bytes, fsync: bool) -> None:
+    with open(path, "wb") as fh:
+        _write_all(fh.fileno(), memoryview(data), path)
         if fsync:
             os.fsync(fh.fileno())
-    finally:
-        fh.close()
+
+
+def _write_all(fd: int, view: memoryview, path: Path) -> None:
+    """Write every byte of view (the one place output bytes are written; tests hook it to simulate errors)."""
+    try:
+        while len(view):
+            view = view[os.write(fd, view) :]
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+
+
+def _header_bytes(items: list[tuple[str, TensorInfo, str]], metadata: dict[str, str]) -> tuple[bytes, int]:
+    """The header of an output file holding (key, base info, output dtype) in this order; and its data size."""
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for key, info, dt in items:
+        n = info.numel * DTYPES[dt].itemsize
+        header[key] = {"dtype": dt, "shape": list(info.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    return struct.pack("<Q", len(raw)) + raw, offset
+
+
+class _Merger:
+    """The merge proper: reads chunks (or whole tensors, for the variants), computes, hands bytes to a writer."""
+
+    def __init__(self, base, tuned, lambdas, transform, out_dtype, allow_nonfinite, fsync, log) -> None:
+        self.base, self.tuned, self.lambdas = base, tuned, lambdas
+        self.transform, self.out_dtype, self.allow, self.fsync, self.log = (
+            transform,
+            out_dtype,
+            allow_nonfinite,
+            fsync,
+            log,
+        )
+        self.threads = torch.get_num_threads()
+        self.whole: dict[torch.dtype, tuple[torch.Tensor, ...] | None] = {}
+        self.fds: dict[Path, int] = {}
+        self.out_nbytes: dict[Path, int] = {}
+        self.writer = ThreadPoolExecutor(1)
+        self.pending: list[Future] = []
+        self.slots = [torch.empty(CHUNK * 8, dtype=torch.uint8) for _ in range(4)]  # output chunks, in turn
+        self.turn = 0
+        self.bufs = [torch.empty(CHUNK * 8, dtype=torch.uint8) for _ in range(2)]  # base chunk, one tuned chunk
+        self.work = {d: torch.empty(CHUNK, dtype=d) for d in (torch.float32, torch.float64)}
+        self.work2 = {d: torch.empty(CHUNK, dtype=d) for d in (torch.float32, torch.float64)}
+        self.base_work = {d: torch.empty(CHUNK, dtype=d) for d in (torch.float32, torch.float64)}
+
+    # reading
+    def _fd(self, file: Path) -> int:
+        fd = self.fds.get(file)
+        if fd is None:
+            fd = self.fds[file] = os.open(file, os.O_RDONLY)
+        return fd
+
+    def _read(self, info: TensorInfo, start: int, nbytes: int, into: torch.Tensor) -> memoryview:
+        view = memoryview(into.numpy())[:nbytes]
+        fd, pos, done = self._fd(info.file), info.start + start, 0
+        while done < nbytes:
+            n = os.preadv(fd, [view[done:]], pos + done)
+            if n == 0:
+                raise CheckpointError(f"{info.file}: short read (the file changed or was truncated while merging)")
+            done += n
+        return view
+
+    # writing
+    def _submit(self, fd: int, data: torch.Tensor, path: Path) -> None:
+        self.pending.append(self.writer.submit(_write_all, fd, memoryview(data.numpy()), path))
+        if len(self.pending) >= len(self.slots):
+            self.pending.pop(0).result()  # the oldest slot is free again
+
+    def _slot(self) -> torch.Tensor:
+        slot = self.slots[self.turn]
+        self.turn = (self.turn + 1) % len(self.slots)
+        return slot
+
+    def _drain(self) -> None:
+        while self.pending:
+            self.pending.pop(0).result()
+
+    def run(self, files: dict[Path, list[str]]) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # memory-bound work; the writer thread has the other core
+        try:
+            for path, infos in files.items():
+                self._file(path, infos)
+        finally:
+            for job in self.pending:  # on an error: let the writer finish, then close what it had open
+                try:
+                    job.result()
+                except Exception:  # noqa: BLE001 (the error that matters is the one being raised)
+                    pass
+            self.writer.shutdown(wait=True)
+            torch.set_num_threads(threads)
+            for fd in self.fds.values():
+                os.close(fd)
+
+    def _file(self, path: Path, keys: list[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        items = [(k, self.base.tensors[k], self._dtype_of(self.base.tensors[k])) for k in keys]
+        head, data = _header_bytes(items, {"format": "pt"})
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, memoryview(head), path)
+            for key, info, dt in items:
+                if info.numel:
+                    self._tensor(fd, path, key, info, dt)
+            self._drain()
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            self._drain_quietly()
+            os.close(fd)
+        self.out_nbytes[path] = data
+        if self.log is not None:
+            self.log(f"wrote {path.name} ({len(keys)} tensors)")
+
+    def _drain_quietly(self) -> None:
+        for job in self.pending:
+            try:
+                job.result()
+            except Exception:  # noqa: BLE001 (re-raised by _drain on the normal path)
+                pass
+        self.pending.clear()
+
+    def _dtype_of(self, info: TensorInfo) -> str:
+        if self.out_dtype is not None and DTYPES[info.dtype].is_floating_point:
+            return self.out_dtype
+        return info.dtype
+
+    def _tensor(self, fd: int, path: Path, key: str, info: TensorInfo, out_name: str) -> None:
+        if not DTYPES[info.dtype].is_floating_point:
+            self._copy_checked(fd, path, info, key)
+        elif self.transform is not None:
+            self._whole(fd, path, info, key, DTYPES[out_name])
+        else:
+            self._chunked(fd, path, info, key, DTYPES[out_name])
+
+    def _copy_checked(self, fd: int, path: Path, info: TensorInfo, key: str) -> None:
+        step = CHUNK * 8
+        for start in range(0, info.nbytes, step):
+            n = min(step, info.nbytes - start)
+            slot = self._slot()
+            self._read(info, start, n, slot)
+            for ck in self.tuned:
+                self._read(ck.tensors[key], start, n, self.bufs[1])
+                if not torch.equal(slot[:n], self.bufs[1][:n]):
+                    raise CheckpointError(f"{ck.path}: non-float tensor {key!r} differs from the base")
+            self._submit(fd, slot[:n], path)
+
+    def _chunked(self, fd: int, path: Path, info: TensorInfo, key: str, out_dt: torch.dtype) -> None:
+        dt = DTYPES[info.dtype]
+        work_dt = torch.float64 if torch.float64 in (dt, out_dt) else torch.float32
+        isz = dt.itemsize
+        for s in range(0, info.numel, CHUNK):
+            n = min(CHUNK, info.numel - s)
+            b = self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt])
+            slot = self._slot()
+            out = slot[: n * out_dt.itemsize].view(out_dt)
+            acc = out if out_dt == work_dt else self.work[work_dt][:n]
+            for i, (ck, lam) in enumerate(zip(self.tuned, self.lambdas)):
+                a = self._as_work(ck.tensors[key], s, n, self.bufs[1], self.work2[work_dt])
+                a.sub_(b)
+                if i == 0:
+                    torch.mul(a, lam, out=acc)
+                else:
+                    acc.add_(a, alpha=lam)
+            acc.add_(b)
+            if acc is not out:
+                out.copy_(acc)  # the one rounding to the output dtype
+            if not self.allow:
+                self._check_finite(acc if out_dt == work_dt else out, info, key, s * isz, n)
+            self._submit(fd, slot[: n * out_dt.itemsize], path)
+
+    def _as_work(self, info: TensorInfo, s: int, n: int, buf: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+        """Elements [s, s + n) of a tensor in the work dtype (read straight into ``work`` when it is that dtype)."""
+        dt = DTYPES[info.dtype]
+        if dt == work.dtype:
+            self._read(info, s * dt.itemsize, n * dt.itemsize, work.view(torch.uint8))
+            return work[:n]
+        self._read(info, s * dt.itemsize, n * dt.itemsize, buf)
+        out = work[:n]
+        out.copy_(buf[: n * dt.itemsize].view(dt))
+        return out
+
+    def _check_finite(self, merged: torch.Tensor, info: TensorInfo, key: str, byte_start: int, n: int) -> None:
+        lo, hi = torch.aminmax(merged.float() if merged.dtype.itemsize < 4 else merged)
+        if math.isfinite(float(lo)) and math.isfinite(float(hi)):
+            return
+        self._blame(key, info, byte_start, n)
+
+    def _blame(self, key: str, info: TensorInfo, byte_start: int, n: int) -> None:
+        """Raise naming the checkpoint whose tensor ``key`` holds a NaN or Inf in this range, or the overflow."""
+        dt = DTYPES[info.dtype]
+        for ck in (self.base, *self.tuned):
+            for s in range(byte_start // dt.itemsize, byte_start // dt.itemsize + n, CHUNK):
+                m = min(CHUNK, byte_start // dt.itemsize + n - s)
+                self._read(ck.tensors[key], s * dt.itemsize, m * dt.itemsize, self.bufs[1])
+                values = self.bufs[1][: m * dt.itemsize].view(dt).float()
+                bad = (~torch.isfinite(values)).nonzero()
+                if not bad.numel():
+                    continue
+                at = s + int(bad[0])
+                raise CheckpointError(
+                    f"{ck.path}: tensor {key!r} holds non-finite values (first at flat index {at}: "
+                    f"{float(values[int(bad[0])])}); refused (--allow-nonfinite lets them through)"
+                )
+        raise CheckpointError(
+            f"tensor {key!r} overflows to infinity in the output dtype when merged; refused "
+            "(a smaller λ, --dtype float32, or --allow-nonfinite)"
+        )
+
+    def _whole_buffers(self, work_dt: torch.dtype, numel: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Dᵢ, ACC and BASE buffers of ``numel`` elements, reused from tensor to tensor (fresh large allocations
+        are page-faulted and zeroed by the kernel on every touch: seconds per checkpoint)."""
+        bufs = self.whole.get(work_dt)
+        if bufs is None or bufs[0].numel() < numel:
+            self.whole[work_dt] = None  # free the old ones first
+            largest = max(i.numel for i in self.base.tensors.values())
+            bufs = self.whole[work_dt] = tuple(torch.empty(largest, dtype=work_dt) for _ in range(3))
+        return tuple(b[:numel] for b in bufs)
+
+    @staticmethod
+    def _low_rank_into(matrix, left, right, lam, acc, first) -> None:
+        """matrix = left·right, or acc (=, +=) λ·left·right, in row blocks of about CHUNK elements."""
+        block = max(1, CHUNK // right.shape[1])
+        for r in range(0, left.shape[0], block):
+            if matrix is not None:
+                torch.matmul(left[r : r + block], right, out=matrix[r : r + block])
+            else:
+                acc[r : r + block].addmm_(left[r : r + block], right, beta=0.0 if first else 1.0, alpha=lam)
+
+    def _whole(self, fd: int, path: Path, info: TensorInfo, key: str, out_dt: torch.dtype) -> None:
+        """A variant needs each difference Dᵢ = Aᵢ − BASE whole; every pass over it is chunked (cache-sized).
+
+        Per fine-tuned model: Dᵢ into a full buffer (one pass, checked finite); the variant on it (rank: Dᵢ
+        overwritten by its low-rank product, row block by row block; rows: Dᵢ's rows masked in place; entries:
+        the k-th largest magnitude by ``kth_largest_magnitude``); then ACC += λᵢ·(kept part of Dᵢ), one pass.
+        Last, OUT = BASE + ACC, rounded once, chunk by chunk. Memory: three work-dtype buffers (BASE, read once;
+        Dᵢ; ACC) of the largest tensor's size, reused from tensor to tensor.
+        """
+        dt = DTYPES[info.dtype]
+        work_dt = torch.float64 if torch.float64 in (dt, out_dt) else torch.float32
+        numel, isz = info.numel, dt.itemsize
+        d, acc, base = self._whole_buffers(work_dt, numel)
+        for s in range(0, numel, CHUNK):  # BASE is read once, into memory
+            n = min(CHUNK, numel - s)
+            base[s : s + n].copy_(self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt]))
+            if not self.allow:
+                self._check_finite(base[s : s + n], info, key, s * isz, n)
+        rank, keep_rows, keep_entries = self.transform
+        for i, (ck, lam) in enumerate(zip(self.tuned, self.lambdas)):
+            for s in range(0, numel, CHUNK):
+                n = min(CHUNK, numel - s)
+                a = self._as_work(ck.tensors[key], s, n, self.bufs[1], self.work2[work_dt])
+                torch.sub(a, base[s : s + n], out=d[s : s + n])
+                if not self.allow:
+                    self._check_finite(d[s : s + n], info, key, s * isz, n)
+            matrix = d.view(info.shape[0], -1) if len(info.shape) >= 2 else None
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)  # the linear algebra is compute-bound: every thread
+            try:
+                factors = None
+                if rank is not None and matrix is not None:
+                    left, right = (f.to(work_dt) for f in rank_k_factors(matrix, rank))
+                    factors = left, right
+                    if keep_rows is not None or keep_entries is not None:  # the next variant needs it whole
+                        self._low_rank_into(matrix, left, right, lam=None, acc=None, first=False)
+                        factors = None
+                if factors is not None:  # rank alone: ACC += λ·left·right, row block by row block
+                    self._low_rank_into(None, *factors, lam=lam, acc=acc.view(matrix.shape), first=i == 0)
+                    continue
+                if keep_rows is not None and matrix is not None:
+                    matrix.mul_(row_mask(matrix, keep_rows).to(work_dt)[:, None])
+            finally:
+                torch.set_num_threads(threads)
+            k = numel if keep_entries is None else kept_count(keep_entries, numel)
+            if 0 < k < numel:
+                from ._select_kernel import accumulate_kept
+
+                thr, above = kth_largest_magnitude(d, k)
+                accumulate_kept(d.numpy(), thr, k - above, lam, acc.numpy(), i == 0)
+            elif k == 0:
+                if i == 0:
+                    acc.zero_()
+            elif i == 0:
+                torch.mul(d, lam, out=acc)
+            else:
+                acc.add_(d, alpha=lam)
+        for s in range(0, numel, CHUNK):
+            n = min(CHUNK, numel - s)
+            part = acc[s : s + n].add_(base[s : s + n])
+            slot = self._slot()
+            out = slot[: n * out_dt.itemsize].view(out_dt)
+            out.copy_(part)  # the one rounding to the output dtype
+            if not self.allow:
+                self._check_finite(part if out_dt == work_dt else out, info, key, s * isz, n)
+            self._submit(fd, slot[: n * out_dt.itemsize], path)
+
+
+__all__ = ["CHUNK", "OUT_DTYPES", "DTYPE_NAMES", "clean_leftovers", "delta_transform", "merge_checkpoints"]

@@ -6,8 +6,10 @@ fraction p pruned). Ties are broken by position (stable sorts), so every variant
 
 Two levels:
 
-* on one tensor (what ``python -m tvutils merge`` applies to each difference Aᵢ − BASE): ``rank_k``,
-  ``row_mask``, ``entry_mask``;
+* on one tensor: ``rank_k``, ``row_mask``, ``entry_mask``, and the two that ``python -m tvutils merge``
+  applies to each difference Aᵢ − BASE of a whole checkpoint, where speed matters: ``entry_mask_fast`` (the
+  same mask as ``entry_mask``, by selection instead of a sort) and ``rank_k_fast`` (``rank_k`` where the
+  matrix is small, a seeded randomized subspace iteration otherwise);
 * on a ``TaskVector``, to the tensors named by ``keys`` (default: every tensor the variant applies to; the
   others are kept as they are): ``low_rank``, ``keep_rows`` (largest or random rows), ``keep_entries``
   (largest entries: TIES-style trimming {cite}`yadav2023ties`) and ``dare`` (random entries, rescaled by
@@ -80,6 +82,107 @@ def entry_mask(t: torch.Tensor, keep: float) -> torch.Tensor:
     flat = t.reshape(-1).abs()
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[torch.argsort(flat, descending=True, stable=True)[: kept_count(keep, flat.numel())]] = True
+    return mask.reshape(t.shape)
+
+
+RANK_OVERSAMPLE = 10
+RANK_POWER_ITERATIONS = 1
+
+
+def rank_k_factors(t: torch.Tensor, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors (left: rows × k, right: k × rest) of ``rank_k_fast(t, k)``, whose product is that approximation.
+
+    Where k + 10 ≥ the smaller dimension: the exact truncated SVD (as ``rank_k``, in float64). Otherwise
+    randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4): a seeded Gaussian test matrix of
+    k + 10 columns, one power iteration re-orthonormalised by QR, in float32 (float64 for float64 tensors), then
+    the exact SVD of the small projected matrix: O(rows·cols·k) instead of a full SVD's O(rows·cols·min).
+    """
+    if k < 1:
+        raise ValueError(f"rank k must be ≥ 1, got {k}")
+    m = as_matrix(t)
+    rows, cols = m.shape
+    q = k + RANK_OVERSAMPLE
+    if q >= min(rows, cols):
+        u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
+        k = min(k, s.numel())
+        return u[:, :k] * s[:k], vh[:k]
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    m = m.to(dtype)
+    flip = rows < cols
+    if flip:
+        m = m.T
+    g = torch.randn(m.shape[1], q, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    y = m @ g
+    for _ in range(RANK_POWER_ITERATIONS):
+        y = torch.linalg.qr(y).Q
+        y = m @ torch.linalg.qr(m.T @ y).Q
+    basis = torch.linalg.qr(y).Q  # (long side, q)
+    u, s, vh = torch.linalg.svd((basis.T @ m).double(), full_matrices=False)
+    left, right = basis @ (u[:, :k] * s[:k]).to(dtype), vh[:k].to(dtype)
+    return (right.T, left.T) if flip else (left, right)
+
+
+def rank_k_fast(t: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+    """A rank-k approximation of t viewed as (rows, rest): exactly ``rank_k`` where k + 10 ≥ the smaller dim.
+
+    Otherwise the randomized product of ``rank_k_factors``: deterministic for a seed; close to, not equal to,
+    the best rank-k approximation: within 1 % of its Frobenius error on a flat (Gaussian) spectrum and equal to
+    it to float precision when the spectrum decays (tests/editing/test_variants.py measures both).
+    """
+    left, right = rank_k_factors(t, k, seed)
+    return (left @ right).reshape(t.shape).to(t.dtype)
+
+
+SAMPLE = 16384  # magnitudes sampled to bracket the k-th largest
+
+
+def kth_largest_magnitude(t: torch.Tensor, k: int) -> tuple[float, int]:
+    """(the k-th largest |t|, how many entries are larger), exactly, for 1 ≤ k ≤ numel; fast on large tensors.
+
+    A strided sample of 16,384 magnitudes brackets the k-th (6 standard deviations of the sample's rank either
+    side); one compiled pass (``_select_kernel.bracket``) counts the entries above the bracket and keeps those
+    inside it, among which the k-th is selected. Where the bracket misses (rare; ties, adversarial layouts) the
+    whole tensor is selected from instead: the result is exact either way.
+    """
+    flat = t.reshape(-1)
+    n = flat.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}], got {k}")
+    if n > 4 * SAMPLE and flat.dtype in (torch.float32, torch.float64) and flat.is_contiguous():
+        from ._select_kernel import bracket
+
+        stride = n // SAMPLE
+        sample = flat[stride // 2 :: stride].abs().sort(descending=True).values
+        size = sample.numel()
+        j = k / n * size
+        margin = 6 * math.sqrt(max(j * (1 - k / n), 1.0)) + 16
+        hi = float(sample[int(j - margin)]) if j - margin >= 0 else math.inf
+        lo = float(sample[int(j + margin)]) if j + margin < size else -1.0
+        room = int((2 * margin + 2) / size * n * 1.5) + 4096
+        idx = torch.empty(room, dtype=torch.int64)
+        val = torch.empty(room, dtype=flat.dtype)
+        above, n_cand = bracket(flat.numpy(), lo, hi, idx.numpy(), val.numpy())
+        if n_cand <= room and above < k <= above + n_cand:
+            cand = val[:n_cand]
+            thr = cand.kthvalue(n_cand - (k - above) + 1).values
+            return float(thr), above + int((cand > thr).sum())
+    mag = flat.abs()
+    thr = mag.kthvalue(n - k + 1).values
+    return float(thr), int((mag > thr).sum())
+
+
+def entry_mask_fast(t: torch.Tensor, keep: float) -> torch.Tensor:
+    """``entry_mask(t, keep)``, equal to it, by selection (``kth_largest_magnitude``) instead of a sort."""
+    flat = t.reshape(-1)
+    n = flat.numel()
+    k = kept_count(keep, n)
+    if k in (0, n):
+        return torch.full(t.shape, k == n, dtype=torch.bool)
+    thr, above = kth_largest_magnitude(flat, k)
+    mag = flat.abs()
+    mask = mag > thr
+    ties = (mag == thr).nonzero().reshape(-1)
+    mask[ties[: k - above]] = True  # the first positions among the ties, as a stable sort takes them
     return mask.reshape(t.shape)
 
 
