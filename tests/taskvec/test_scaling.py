@@ -16,7 +16,6 @@ from tvutils.taskvec.scaling import (
     FineTunes,
     addition_offset,
     choose_regime,
-    epsilon_setting,
     fitted_beta,
     loss_slope,
     negation_limit,
@@ -24,6 +23,7 @@ from tvutils.taskvec.scaling import (
     ood_grid,
     ood_thresholds,
     region_losses,
+    sweep_setting,
     theorem3_corner,
 )
 from tvutils.taskvec.sparsity import TwoGroups
@@ -50,12 +50,15 @@ def test_fine_tunes_train_once_and_key_on_the_setting():
     np.testing.assert_allclose(ours[0], evaluate_merges(cache.model0(s, 0), [a.task_vector], lam, X, y)[0])
 
 
-def test_epsilon_setting_drops_the_error_target():
-    s = epsilon_setting(SMALL, 0.1, eval_every=5, n_stop=300, m=32)
+def test_sweep_setting_sets_the_stopping_set_and_drops_the_error_target_for_eps():
+    s = sweep_setting(SMALL, 300, 0.1, eval_every=5, m=32)
     assert s.train.target_loss == 0.1 and s.train.target_error is None
     assert s.train.eval_every == 5 and s.train.n_test == 300 and s.learner.m == 32
+    plain = sweep_setting(SMALL, 400, d=32)
+    assert plain.train.n_test == 400 and plain.train.target_error == setting(SMALL).train.target_error
+    assert plain.data.d == 32 and plain.train.eval_every == setting(SMALL).train.eval_every
     with pytest.raises(ValueError, match="unknown setting"):
-        epsilon_setting(SMALL, 0.1, 5, 300, width=3)
+        sweep_setting(SMALL, 300, 0.1, 5, width=3)
 
 
 def test_addition_offset_and_loss_slope():
@@ -127,3 +130,35 @@ def test_choose_regime():
     assert choose_regime({"a": clean, "b": cleaner, "c": none}) == "b"
     with pytest.raises(ValueError, match="no regime"):
         choose_regime({"c": none})
+
+
+def test_one_run_of_each_law_on_a_small_setting():
+    from tvutils.taskvec.scaling import (
+        low_rank_errors,
+        ood_run,
+        region_run,
+        row_groups,
+        test_sets,
+        theorem1_run,
+        theorem2_run,
+    )
+
+    s = setting(SMALL)
+    cache = FineTunes()
+    sets = test_sets(s.data, 0, [0.8, -0.6], 50)
+    assert [X.shape for X, _ in sets] == [(50, 10, 24)] * 3
+    assert torch.equal(test_sets(s.data, 0, [0.8, -0.6], 50)[2][0], sets[2][0])
+    offset, slope = theorem1_run(cache, s, 0, np.round(np.arange(0, 2.01, 0.05), 2), np.linspace(-2, 0, 11), 100, 2.0)
+    assert -1.0 <= offset <= 1.0 and np.isfinite(slope)
+    assert len(cache) == 2  # Ψ*_T1 and Ψ*_T2(0), each trained once
+    rule = {"eps": 0.05, "eps_factor": 2.0, "beta": 0.1, "forgotten": 0.5, "n_refine": 4}
+    limit, clipped = theorem2_run(cache, s, 0, -0.5, negative_grid(0.01, 50.0, 30), rule, 100)
+    assert (0 < limit <= 50) or math.isnan(limit)
+    th = ood_run(cache, s, 0, [0.8, -0.6], np.linspace(-2, 3, 11), np.linspace(-2, 2, 9), 100, 0.1)
+    assert 0 <= th.balanced_accuracy <= 1
+    region = region_run(cache, s, 0, [0.8, -0.6], 0.1, -0.1, 100)
+    assert list(region) == list(REGION_POINTS)
+    w1, v1, v2 = low_rank_errors(cache.pair(s, 0)[0].task_vector)
+    assert 0 <= v2 <= v1 and w1 >= 0
+    groups = row_groups(cache, s, 0)
+    assert 0 < groups.large_fraction < 1 and len(cache) == 3  # T1 reused, T2(−0.5) trained

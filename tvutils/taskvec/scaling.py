@@ -3,7 +3,8 @@ so that a chapter can sweep them over sizes (d, M, m, |α|, ε) and fit their ex
 
 * ``FineTunes``: every fine-tune of a sweep, trained once per (setting, run, task role) and kept in memory, on
   a chosen device (training and, off the CPU, the λ-grid's torch path: ``tvutils.taskvec.grid.merged_outputs_on``);
-* ``epsilon_setting``: the configs of a fine-tune stopped at test hinge loss ε alone (the ε sweeps);
+* ``sweep_setting``: the configs of a sweep's fine-tunes (a smaller stopping set; for the ε sweeps, stopped at
+  test hinge loss ε alone);
 * Theorem 1: ``addition_offset`` (the observed boundary λ*(α) minus 1 − α, the theorem's β) and ``loss_slope``
   (the growth of T1's loss with |λ|, the theorem's |λ|β term);
 * Theorem 2: ``negative_grid``, ``fitted_beta`` and ``negation_limit`` (|λ_min(α)|, refined near the limit);
@@ -29,11 +30,12 @@ from ..editing.task_vector import TaskVector
 from . import seeds
 from .boundaries import Thresholds, fit_thresholds, lower_limit, lowest_success, walk_down
 from .config import Setting, setting
-from .data import Task
-from .experiments import FineTuned, pretrained
+from .data import DataConfig, Task, ood_tasks, task_pair
+from .experiments import FineTuned, fresh_set, pretrained
 from .grid import evaluate_merges, grid_points, merged_outputs_on
+from .low_rank import truncation_error
 from .model import OneLayerTransformer, loss_and_error
-from .sparsity import TwoGroups
+from .sparsity import TwoGroups, row_norms, two_groups
 from .theorems import learned_threshold, negation_success, theorem3_coordinates
 from .training import fine_tune
 
@@ -72,6 +74,11 @@ class FineTunes:
             self._tuned[key] = FineTuned(task, tuned, TaskVector.from_models(model0, tuned), hist)
         return self._tuned[key]
 
+    def pair(self, s: Setting, run: int, alpha: float = 0.0) -> tuple[FineTuned, FineTuned]:
+        """Ψ*_T1 (μ = e₀) and Ψ*_T2 at correlation α of a run (roles ``T1`` and ``pair_t2(α)``)."""
+        t1, t2 = task_pair(alpha, s.data)
+        return self.get(s, run, t1, seeds.T1), self.get(s, run, t2, seeds.pair_t2(alpha))
+
     def losses(
         self, s: Setting, run: int, tvs: Sequence[TaskVector], lambdas: np.ndarray, sets: Sequence[tuple]
     ) -> np.ndarray:
@@ -83,13 +90,19 @@ class FineTunes:
         return np.stack([loss_and_error(out, y)[0].numpy() for out, (_, y) in zip(outs, sets)])
 
 
-def epsilon_setting(
-    params: SimpleNamespace | Mapping[str, Any], eps: float, eval_every: int, n_stop: int, **changes: Any
-) -> Setting:
-    """The configs of a fine-tune that stops at test hinge loss ≤ ε alone (no error target), checked every
-    ``eval_every`` steps on ``n_stop`` samples, so that each ε of a sweep gives its own model."""
+def sweep_setting(
+    params: SimpleNamespace | Mapping[str, Any], n_stop: int, eps: float | None = None, eval_every: int | None = None,
+    **changes: Any,
+) -> Setting:  # fmt: skip
+    """``setting(params, **changes)`` with a stopping set of ``n_stop`` samples; with ``eps``, a fine-tune that stops
+    at test hinge loss ≤ ε alone (no error target), checked every ``eval_every`` steps, so that each ε of a sweep
+    gives its own model."""
+    if eps is None:
+        s = setting(params, **changes)
+        return s._replace(train=replace(s.train, n_test=n_stop))
     s = setting(params, epsilon=eps, **changes)
-    return s._replace(train=replace(s.train, target_error=None, eval_every=eval_every, n_test=n_stop))
+    train = replace(s.train, target_error=None, n_test=n_stop, eval_every=eval_every or s.train.eval_every)
+    return s._replace(train=train)
 
 
 # ---- Theorem 1: the boundary's offset β and the |λ|β growth ----------------------------------------------------
@@ -207,3 +220,77 @@ def choose_regime(groups: Mapping[str, TwoGroups]) -> str:
     if not present:
         raise ValueError(f"no regime shows two groups of row norms: {sorted(groups)}")
     return max(present, key=present.get)
+
+
+# ---- one run of each law (what a chapter's sweep calls per size and seed) ----------------------------------------
+def test_sets(data_cfg: DataConfig, run: int, gammas: Sequence[float], n: int) -> list[tuple]:
+    """Fresh test sets of a run: T1 (μ = e₀), T2 orthogonal (α = 0), and T' = γ₁μ_T1 + γ₂μ_T2 (κ = 0, normalised)."""
+    t1, t2 = task_pair(0.0, data_cfg)
+    target = ood_tasks(list(gammas), 0.0, data_cfg).target
+    return [
+        fresh_set(t1, n, seeds.test_set(run, seeds.T1)),
+        fresh_set(t2, n, seeds.test_set(run, seeds.pair_t2(0.0))),
+        fresh_set(target, n, seeds.ood_test(run, 0)),
+    ]
+
+
+def _coef(lam: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(lam), lam], axis=1)  # (L, 2): ΔΨ_T1 at 1, ΔΨ_T2 at λ
+
+
+def theorem1_run(
+    cache: FineTunes, s: Setting, run: int, lam_add: np.ndarray, lam_neg: np.ndarray, n_test: int, eps_factor: float
+) -> tuple[float, float]:
+    """(λ*(0) − 1, T1 loss slope in |λ| over ``lam_neg``) of one run at α = 0, with the literal β = 1/d."""
+    tvs = [ft.task_vector for ft in cache.pair(s, run)]
+    sets = test_sets(s.data, run, [1.0, 0.0], n_test)[:2]
+    add = cache.losses(s, run, tvs, _coef(np.asarray(lam_add, dtype=float)), sets)
+    neg = cache.losses(s, run, tvs, _coef(np.asarray(lam_neg, dtype=float)), sets[:1])[0]
+    eps = s.train.target_loss
+    return addition_offset(add, lam_add, 0.0, eps, eps_factor, 1.0 / s.data.d), loss_slope(neg, lam_neg)
+
+
+def theorem2_run(
+    cache: FineTunes, s: Setting, run: int, alpha: float, lambdas: np.ndarray, rule: Mapping[str, float], n: int
+) -> tuple[float, bool]:
+    """``negation_limit`` of Ψ⁽⁰⁾ + ΔΨ_T1 + λΔΨ_T2(α) in one run (fresh T1, T2(α) test sets of n samples)."""
+    t1, t2 = task_pair(alpha, s.data)
+    tvs = [ft.task_vector for ft in cache.pair(s, run, alpha)]
+    sets = [
+        fresh_set(t1, n, seeds.test_set(run, seeds.T1)),
+        fresh_set(t2, n, seeds.test_set(run, seeds.pair_t2(alpha))),
+    ]
+    return negation_limit(lambda lam: cache.losses(s, run, tvs, _coef(lam), sets), lambdas, rule, int(rule["n_refine"]))
+
+
+def ood_run(
+    cache: FineTunes, s: Setting, run: int, gammas: Sequence[float], lam1: np.ndarray, lam2: np.ndarray, n: int,
+    success_loss: float,
+) -> Thresholds:  # fmt: skip
+    """Theorem 3's observed thresholds in one run: T' loss of Ψ⁽⁰⁾ + λ₁ΔΨ_T1 + λ₂ΔΨ_T2 over the grid."""
+    tvs = [ft.task_vector for ft in cache.pair(s, run)]
+    (loss,) = cache.losses(s, run, tvs, ood_grid(lam1, lam2), test_sets(s.data, run, gammas, n)[2:])
+    return ood_thresholds(loss, ood_tasks(list(gammas), 0.0, s.data).gammas, lam1, lam2, success_loss)
+
+
+def region_run(
+    cache: FineTunes, s: Setting, run: int, gammas: Sequence[float], c: float, neg_lambda: float, n: int
+) -> dict[str, float]:
+    """``region_losses`` of one run (β = 1/d literal, Theorem 3's corner at Σλᵢγᵢ = Σλᵢγᵢ² = 1 + c)."""
+    tvs = [ft.task_vector for ft in cache.pair(s, run)]
+    corner = theorem3_corner(ood_tasks(list(gammas), 0.0, s.data).gammas, 1.0 + c)
+    losses = lambda lam, sets: cache.losses(s, run, tvs, lam, sets)  # noqa: E731
+    return region_losses(losses, test_sets(s.data, run, gammas, n), 1.0 / s.data.d, neg_lambda, corner)
+
+
+def low_rank_errors(tv: TaskVector) -> tuple[float, float, float]:
+    """Corollary 1's residuals: ‖ΔW − ΔW₁‖_F, ‖ΔV − ΔV₁‖_F, ‖ΔV − ΔV₂‖_F (best rank-k truncations)."""
+    (w1,) = truncation_error(tv.deltas["W"], [1])
+    v1, v2 = truncation_error(tv.deltas["V"], [1, 2])
+    return float(w1), float(v1), float(v2)
+
+
+def row_groups(cache: FineTunes, s: Setting, run: int) -> TwoGroups:
+    """The two groups of ΔV's row norms of Ψ*_T1 (μ = e₀) in one run."""
+    t1, _ = task_pair(0.0, s.data)
+    return two_groups(row_norms(cache.get(s, run, t1, seeds.T1).task_vector))
