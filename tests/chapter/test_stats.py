@@ -54,6 +54,7 @@ def test_power_exponent_and_its_bootstrap_over_seeds():
     assert bootstrap_exponent(sizes, noisy, n_boot=300, seed=2) == bootstrap_exponent(sizes, noisy, n_boot=300, seed=2)
     # constant values give exactly 0 (no rounding noise), non-positive and NaN values are left out
     assert bootstrap_exponent(sizes, np.full((3, 4), 0.7), n_boot=50) == (0.0, 0.0, 0.0)
+    assert str(power_exponent(sizes, np.full(4, 0.3))) == "0.0"
     with_gaps = exact.copy()
     with_gaps[0, 0], with_gaps[1, 1] = 0.0, np.nan
     assert power_exponent(sizes, with_gaps) == pytest.approx(-1.0)

@@ -91,7 +91,7 @@ def power_exponent(sizes: Sequence[float] | np.ndarray, values: Sequence[float] 
     x = np.broadcast_to(np.asarray(sizes, dtype=float), y.shape)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     slope, _ = fit_line(np.log(x[keep]), np.log(y[keep]))
-    return float(np.round(slope, 9))
+    return float(np.round(slope, 9)) + 0.0  # + 0.0: no "-0.0"
 
 
 def bootstrap_exponent(
