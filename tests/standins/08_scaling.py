@@ -16,7 +16,7 @@ def overrides(tmp_path) -> dict:
         "d_sizes": [16, 32],
         "M_fixed": 10,
         "M_sizes": [5, 10],
-        "M_sweep_d": 24,
+        "M_sweep_d": 16,
         "add_lam_step": 0.05,
         "neg_alphas": [-1.0, -0.3],
         "neg_lam_extent": [0.01, 200.0],
