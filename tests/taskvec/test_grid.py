@@ -101,3 +101,17 @@ def test_bad_lambdas_and_inputs():
 def test_grid_points_order():
     pts = grid_points(np.array([0.0, 1.0]), np.array([5.0, 6.0, 7.0]))
     assert pts.shape == (6, 2) and pts[:3, 0].tolist() == [0, 0, 0] and pts[:3, 1].tolist() == [5, 6, 7]
+
+
+def test_merged_outputs_on_a_device_equals_merged_outputs():
+    from tvutils.taskvec.grid import merged_outputs_on
+
+    model0, tvs, X, _ = _setup(noise=0.1, a_per_position=True)
+    ref = merged_outputs(model0, tvs, LAM, X)
+    out = merged_outputs_on(model0, tvs, LAM, X, "cpu", chunk=7)
+    assert out.device.type == "cpu" and out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        merged_outputs_on(model0, tvs, np.zeros((3, 3)), X, "cpu")
+    with pytest.raises(ValueError, match="expected X"):
+        merged_outputs_on(model0, tvs, LAM, X[:, :3], "cpu")

@@ -39,3 +39,12 @@ def test_same_seed_gives_identical_weights_and_base_untouched():
     assert ha.test_loss == hb.test_loss
     assert not torch.equal(a.V, c.V)
     assert not ha.reached and ha.steps == 60
+
+
+def test_device_argument_trains_the_same_weights_on_the_cpu():
+    t1, model0 = setup()
+    cfg = TrainConfig(max_steps=40, target_error=0.0, target_loss=0.0)
+    a, ha = fine_tune(model0, t1, cfg, seed=4)
+    b, hb = fine_tune(model0, t1, cfg, seed=4, device="cpu")
+    assert b.V.device.type == "cpu" and torch.equal(a.V, b.V) and torch.equal(a.W, b.W)
+    assert ha.test_loss == hb.test_loss

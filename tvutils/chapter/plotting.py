@@ -73,3 +73,40 @@ def _edges(centers: np.ndarray) -> np.ndarray:
         return np.array([c[0] - 0.5, c[0] + 0.5])
     mid = (c[1:] + c[:-1]) / 2
     return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+def exponent_panel(
+    ax: Axes,
+    sizes: np.ndarray,
+    values: np.ndarray,
+    fit: tuple[float, float, float],
+    predicted: float | None,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    predicted_label: str = "theorem",
+) -> None:
+    """A log-log panel of a scaling law: every seed's points (S, K) at ``sizes`` ((K,) or (S, K)), their geometric
+    mean per size, the fitted power law with its exponent and 95 % interval ``fit = (p, lo, hi)``, and the
+    theorem's exponent ``predicted`` drawn through the same centre (None: the theorem gives none)."""
+    y = np.asarray(values, dtype=float)
+    x = np.broadcast_to(np.asarray(sizes, dtype=float), y.shape)
+    ok = np.isfinite(y) & (y > 0)
+    if not ok.any():
+        ax.text(0.5, 0.5, "no positive values to draw", transform=ax.transAxes, ha="center")
+        return
+    ax.loglog(x[ok], y[ok], "o", color="tab:blue", alpha=0.3, ms=4, label="each seed")
+    xs = np.exp(np.array([np.log(x[:, k][ok[:, k]]).mean() if ok[:, k].any() else np.nan for k in range(y.shape[1])]))
+    ys = np.exp(np.array([np.log(y[:, k][ok[:, k]]).mean() if ok[:, k].any() else np.nan for k in range(y.shape[1])]))
+    ax.loglog(xs, ys, "s", color="tab:blue", ms=6, label="geometric mean over seeds")
+    cx, cy = np.exp(np.log(x[ok]).mean()), np.exp(np.log(y[ok]).mean())
+    line = np.geomspace(x[ok].min(), x[ok].max(), 50)
+    p, lo, hi = fit
+    ax.loglog(line, cy * (line / cx) ** p, "-", color="tab:red", label=f"fit: exponent {p:.2f} [{lo:.2f}, {hi:.2f}]")
+    if predicted is not None:
+        ax.loglog(line, cy * (line / cx) ** predicted, "k--", label=f"{predicted_label}: exponent {predicted:g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)

@@ -105,6 +105,32 @@ def merged_outputs(
     return out
 
 
+@torch.no_grad()
+def merged_outputs_on(
+    model0: OneLayerTransformer,
+    task_vectors: list[TaskVector],
+    lambdas: np.ndarray | torch.Tensor,
+    X: torch.Tensor,
+    device: str | torch.device,
+    chunk: int = 16,
+) -> torch.Tensor:
+    """``merged_outputs`` by position on a torch ``device`` (e.g. "cuda"), in large blocks: → (G, n), on the CPU.
+
+    For accelerators; on the CPU ``merged_outputs`` is faster (it takes the compiled by-token path where it can).
+    """
+    lam = torch.as_tensor(np.asarray(lambdas, dtype=np.float32))
+    if lam.ndim != 2 or lam.shape[1] != len(task_vectors) or any({"W", "V"} - set(tv.deltas) for tv in task_vectors):
+        raise ValueError(f"lambdas must have shape (G, {len(task_vectors)}) and every task vector the keys W and V")
+    if X.ndim != 3 or X.shape[2] != model0.cfg.d or X.shape[1] != model0.a.shape[0]:
+        raise ValueError(f"expected X of shape (n, P={model0.a.shape[0]}, d={model0.cfg.d}), got {tuple(X.shape)}")
+    coef = torch.cat([torch.ones(len(lam), 1), lam], dim=1).to(device)  # (G, 1+k)
+    Ws = torch.stack([model0.W.detach()] + [tv.deltas["W"] for tv in task_vectors]).to(device)  # (1+k, d, d)
+    Vs = torch.stack([model0.V.detach()] + [tv.deltas["V"] for tv in task_vectors]).to(device)  # (1+k, m, d)
+    engine = _ByPosition(X.detach().float().to(device), Ws, Vs, model0.a.to(device))
+    engine.block_bytes = 1 << 28  # a GPU wants whole test sets per pass, not cache-sized blocks
+    return engine.run(coef, chunk)
+
+
 def distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct rows of ``rows`` (N, d) and, for each row, the index of its copy: (u, d), (N,).
 
@@ -205,6 +231,7 @@ class _ByPosition:
         self.scores = torch.stack([X @ W @ X.transpose(1, 2) for W in Ws])  # (1+k, n, P_s, P_l): x_sᵀ W x_l
         self.values = torch.stack([X @ V.T for V in Vs])  # (1+k, n, P_s, m): V x_s
         self.a = a  # (P, m)
+        self.block_bytes = _BLOCK_BYTES  # samples per block: about this many bytes of values per pass
 
     def run(self, coef: torch.Tensor, chunk: int) -> torch.Tensor:
         out = torch.empty(len(coef), self.values.shape[1])  # (G, n)
@@ -216,7 +243,7 @@ class _ByPosition:
         _, n, P, m = self.values.shape
         for start in range(first, stop, chunk):
             c = coef[start : min(start + chunk, stop)]  # (g, 1+k)
-            block = max(1, _BLOCK_BYTES // (4 * len(c) * P * m))
+            block = max(1, self.block_bytes // (4 * len(c) * P * m))
             for r in range(0, n, block):
                 S = torch.einsum("gt,tnsl->gnsl", c, self.scores[:, r : r + block])  # (g, b, P_s, P_l)
                 attn = torch.softmax(S, dim=2)  # over keys s

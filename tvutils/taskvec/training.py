@@ -59,12 +59,24 @@ def evaluate(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 
 def fine_tune(
-    model: nn.Module, task: Task, cfg: TrainConfig = TrainConfig(), seed: int = 0, desc: str = ""
+    model: nn.Module,
+    task: Task,
+    cfg: TrainConfig = TrainConfig(),
+    seed: int = 0,
+    desc: str = "",
+    *,
+    device: str | torch.device | None = None,
 ) -> tuple[nn.Module, History]:
-    """Fine-tune a copy of ``model`` (Ψ⁽⁰⁾, left untouched) on ``task``; returns (Ψ*_T, history)."""
-    tuned = copy.deepcopy(model)
+    """Fine-tune a copy of ``model`` (Ψ⁽⁰⁾, left untouched) on ``task``; returns (Ψ*_T, history).
+
+    ``device`` (e.g. "cuda"): train the copy there (returned on that device); the samples are still drawn on
+    the CPU from the same generators, so the data do not depend on the device. None: where ``model`` is.
+    """
+    tuned = copy.deepcopy(model) if device is None else copy.deepcopy(model).to(device)
+    where = next(tuned.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     X_test, y_test = task.sample(cfg.n_test, torch.Generator().manual_seed(seeds.stopping_set(seed)))
+    X_test, y_test = X_test.to(where), y_test.to(where)
     groups = [
         {"params": [p], "lr": cfg.lr_W if (n == "W" and cfg.lr_W is not None) else cfg.lr}
         for n, p in tuned.named_parameters()
@@ -80,6 +92,7 @@ def fine_tune(
     running, count = 0.0, 0
     for step in progress(range(1, cfg.max_steps + 1), desc=desc or f"fine-tune {task.name}"):
         X, y = task.sample(cfg.batch_size, gen)
+        X, y = X.to(where), y.to(where)
         loss = hinge_loss(tuned(X), y).mean()
         opt.zero_grad()
         loss.backward()
