@@ -4,7 +4,8 @@ A `full` profile is the paper's scale for a GPU (hub models, full data); it cann
 has one keeps a stand-in in ``tests/standins/<notebook stem>.py`` (self-contained; the chapter's owner keeps it
 in step with the profile). It defines ``overrides(tmp_path) -> dict``, which writes stand-in models and data at
 the real architecture and shapes (random weights, shrunk data) and returns the papermill overrides (device
-"cpu"), and ``SECONDS``, its share of the 3-minute budget of all stand-ins. This test executes the notebook with
+"cpu"), and ``SECONDS``, its share (in CPU seconds of the kernel, so that a loaded machine does not fail it) of
+the 3-minute budget of all stand-ins. This test executes the notebook with
 ``profile="full"`` and those overrides, with ``TVUTILS_VERDICT_JUDGE=0``: the verdict is recorded, not judged
 (random weights cannot reproduce any science), and the test fails if the notebook raises.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -80,8 +82,8 @@ def test_full_profile_runs_end_to_end_on_its_standin(path, isolated, capsys):
     expected = getattr(standin, "EXPECTED_FAILURE", None)
     notebook = ROOT / "notebooks" / f"{path.stem}.ipynb"
     overrides = standin.overrides(isolated / "standin")
-    assert overrides.get("device") == "cpu", "a stand-in runs on the CPU"
-    start = time.perf_counter()
+    assert overrides.get("device", "cpu") == "cpu", "a stand-in runs on the CPU"
+    start, cpu_start = time.perf_counter(), _children_cpu()
     try:
         pm.execute_notebook(
             str(notebook),
@@ -91,18 +93,27 @@ def test_full_profile_runs_end_to_end_on_its_standin(path, isolated, capsys):
             kernel_name="python3",
             language="python",
             progress_bar=False,
-            execution_timeout=2 * standin.SECONDS,
+            execution_timeout=10 * standin.SECONDS,  # wall clock per cell: generous on a loaded machine
         )
     except pm.PapermillExecutionError as error:
         if expected and error.ename == expected[0] and expected[1] in error.evalue:
             pytest.xfail(f"{path.stem} fails as declared ({expected[0]}: {expected[1]}): {expected[2]}")
         raise
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu_start
     with capsys.disabled():
-        print(f"\n{path.stem}: the full profile ran on its stand-in in {seconds:.0f} s")
+        print(
+            f"\n{path.stem}: the full profile ran on its stand-in in {seconds:.0f} s ({cpu:.0f} s of the kernel's CPU)"
+        )
     assert not expected, f"{path.stem} now runs: remove EXPECTED_FAILURE from {path.relative_to(ROOT)}"
     verdict = json.loads((isolated / "root" / "_build" / "verdicts" / f"{path.stem}.json").read_text())
     assert verdict.get("judged", False) is False, "a stand-in run must not be judged"
-    assert seconds <= standin.SECONDS, (
-        f"{path.stem}: the stand-in took {seconds:.0f} s, its budget is {standin.SECONDS} s"
+    assert cpu > 0.5, "the kernel's CPU time was not counted (it was not reaped)"
+    assert cpu <= standin.SECONDS, (  # CPU time: the budget holds whatever else the machine runs
+        f"{path.stem}: the stand-in took {cpu:.0f} s of CPU, its budget is {standin.SECONDS} s"
     )
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (the notebook's kernel, once shut down)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
