@@ -9,6 +9,8 @@ import torch
 from tvutils.editing.task_vector import TaskVector
 from tvutils.editing.variants import rank_k
 from tvutils.taskvec.low_rank import (
+    agreement_within,
+    boundary_band,
     direction_alignment,
     irrelevant_span_fraction,
     leading_directions,
@@ -65,3 +67,20 @@ def test_corollary1_bound():
     assert np.allclose(corollary1_w_bound(np.array([2, 4]), 0.0), 1 / np.log([2, 4]))
     with pytest.raises(ValueError):
         corollary1_w_bound(1, 0.1)
+
+
+def test_boundary_band_and_agreement_within():
+    full = np.zeros((4, 5), dtype=bool)
+    full[2:, :] = True  # success from row 2 on: the boundary runs between rows 1 and 2
+    band = boundary_band(full)
+    assert band[1:3].all() and not band[[0, 3]].any()
+    assert not boundary_band(np.ones((3, 3), dtype=bool)).any()
+    moved = full.copy()
+    moved[2, :2] = False  # the boundary moved on two of the band's ten cells
+    assert agreement_within(moved, full, band) == pytest.approx(0.8)
+    assert agreement_within(moved, full, np.ones_like(full)) == pytest.approx(0.9)  # the whole grid hides it
+    assert np.isnan(agreement_within(moved, full, np.zeros_like(full)))
+    with pytest.raises(ValueError):
+        boundary_band(np.ones(3, dtype=bool))
+    with pytest.raises(ValueError):
+        agreement_within(moved, full, band[:2])

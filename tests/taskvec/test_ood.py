@@ -7,11 +7,20 @@ from tvutils.taskvec import seeds
 from tvutils.taskvec.data import DataConfig, ood_tasks
 from tvutils.taskvec.model import LearnerConfig, OneLayerTransformer
 from tvutils.taskvec.ood import (
+    AUTHORS,
+    FITTED,
+    LITERAL_HAT,
+    LITERAL_TRUE,
+    OODRun,
+    best_single,
+    drawn_regions,
     gamma_from_cosine,
     gamma_from_outputs,
     gamma_from_readout,
+    merge_gain,
     readout_direction,
     run_ood,
+    single_gain,
 )
 from tvutils.taskvec.training import TrainConfig, fine_tune
 
@@ -66,3 +75,33 @@ def test_gamma_from_outputs_on_a_small_fine_tune():
     assert run.reference["Ψ*_T'"].shape == (2, 2)
     with pytest.raises(ValueError):
         run.cell(0.5, 0.0)
+
+
+def _toy_run(loss: np.ndarray) -> OODRun:
+    lam1, lam2 = np.array([-1.0, 0.0, 1.0, 2.0]), np.array([-1.0, 0.0, 1.0])
+    err = np.zeros_like(loss)
+    return OODRun(0, np.array([0.8, -0.6]), lam1, lam2, loss, err, {}, np.array([0.78, -0.58]), None, None)
+
+
+def test_best_single_and_gains_choose_on_half_a_and_score_on_half_b():
+    loss = np.ones((2, 4, 3))
+    loss[:, 3, 1] = [0.3, 0.4]  # ΔΨ_T1 rescaled to λ₁ = 2 (λ₂ = 0) is the best single vector
+    loss[:, 2, 0] = [0.1, 0.2]  # the best merge (1, −1), λᵢ ≠ 0
+    loss[:, 1, 2] = [0.9, 0.0]  # ΔΨ_T2 alone: best on half B, but not chosen on half A
+    run = _toy_run(loss)
+    assert best_single(run) == (3, 1)
+    assert single_gain(run) == pytest.approx(0.4 - 0.2)
+    assert merge_gain(run) == pytest.approx(min(1.0, 0.0) - 0.2)  # the source Ψ*_T2 = (0, 1) scores 0 on B
+    flat = _toy_run(np.zeros((2, 4, 3)))
+    assert single_gain(flat) == 0.0  # zero loss on both: no gain
+    with pytest.raises(ValueError, match="λ₁ = 0"):
+        best_single(OODRun(0, run.gammas, run.lam1 + 0.5, run.lam2, loss, loss, {}, run.gammas, None, None))
+
+
+def test_drawn_regions_nest_as_their_thresholds():
+    run = _toy_run(np.zeros((2, 4, 3)))
+    r = drawn_regions(run, c=0.1, beta=1 / 64, fitted=(0.5, -np.inf), authors=0.19)
+    assert set(r) == {LITERAL_HAT, LITERAL_TRUE, AUTHORS, FITTED}
+    assert all(m.shape == (4, 3) for m in r.values())
+    assert (r[LITERAL_HAT] <= r[AUTHORS]).all() and r[AUTHORS].sum() > r[LITERAL_HAT].sum()  # 0.19 < 1 + c
+    assert r[LITERAL_HAT][3, 1] and not r[LITERAL_HAT][3, 0]  # (2, 0): s₁ = 1.56, s₂ = 1.22; (2, −1): s₂ = 0.88

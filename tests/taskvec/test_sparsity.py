@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from tvutils.editing.task_vector import TaskVector
-from tvutils.taskvec.data import DataConfig
+from tvutils.taskvec import seeds
+from tvutils.taskvec.data import DataConfig, task_pair
+from tvutils.taskvec.experiments import fine_tune_tasks, pretrained
 from tvutils.taskvec.model import LearnerConfig
 from tvutils.taskvec.sparsity import (
     MERGES,
@@ -14,11 +16,15 @@ from tvutils.taskvec.sparsity import (
     RANDOM_PRUNING,
     RANDOM_ROWS,
     SMALLEST_ROWS,
+    RegimeResult,
     effective_readout,
     loss_at,
+    pick_regime,
     prune_check,
+    regime_result,
     regime_run,
     row_norms,
+    safe_fraction,
     two_groups,
 )
 from tvutils.taskvec.training import TrainConfig
@@ -61,10 +67,16 @@ def test_effective_readout():
     assert np.allclose(effective_readout(a), [1.0, 0.0])
 
 
-def test_regime_run_small():
-    res = regime_run(
-        DataConfig(d=16, P=6, M=4), LearnerConfig(d=16, m=16, P=6), TrainConfig(max_steps=200, n_test=200), 0
+def test_regime_run_small_and_the_same_from_a_fine_tune_already_made():
+    data, learner, train = (
+        DataConfig(d=16, P=6, M=4),
+        LearnerConfig(d=16, m=16, P=6),
+        TrainConfig(max_steps=200, n_test=200),
     )
+    res = regime_run(data, learner, train, 0)
+    model0 = pretrained(learner, 0)
+    (tuned,) = fine_tune_tasks(model0, [task_pair(0.0, data)[0]], train, [seeds.finetune(0, seeds.T1)])
+    assert np.array_equal(regime_result(model0, tuned).norms, res.norms)
     row = res.summary()
     assert len(res.norms) == 16 and row["steps"] > 0
     assert set(row) >= {"large fraction", "separation D", "two groups"}
@@ -94,3 +106,26 @@ def test_prune_check_reads_the_pruning_table():
     p, rise, gap = prune_check(table, "r", [0.0, 0.2, 0.4], small_fraction=0.3, merges=MERGES[:2])
     assert p == 0.2 and rise == pytest.approx(0.02) and gap == pytest.approx(0.1)
     assert all(np.isnan(prune_check(table, "r", [0.0, 0.4], small_fraction=0.3, merges=MERGES[:2])))
+
+
+def _result(norms):
+    return RegimeResult(np.asarray(norms), np.zeros(len(norms)), two_groups(norms), 1, True, 0.0)
+
+
+def test_pick_regime_takes_the_clearest_two_groups():
+    rng = np.random.default_rng(0)
+    flat = rng.uniform(0.9, 1.1, 100)
+    split = np.concatenate([rng.uniform(0.9, 1.1, 70), rng.uniform(0.009, 0.011, 30)])
+    closer = np.concatenate([rng.uniform(0.9, 1.1, 70), rng.uniform(0.15, 0.2, 30)])
+    results = {"flat": _result(flat), "closer": _result(closer), "split": _result(split)}
+    assert pick_regime(results) == "split"
+    with pytest.raises(ValueError, match="no regime"):
+        pick_regime({"flat": _result(flat)})
+
+
+def test_safe_fraction_stops_at_the_first_rise():
+    rows = [{"regime": "r", "method": "m", "p": p, "merge": g, "loss": 0.1 + (0.2 if p >= 0.4 else 0.01 * p)}
+            for p in (0.0, 0.2, 0.4, 0.6) for g in MERGES[:2]]  # fmt: skip
+    table = pd.DataFrame(rows)
+    assert safe_fraction(table, "r", "m", MERGES[:2], tol=0.05) == 0.2
+    assert safe_fraction(table, "r", "m", MERGES[:2], tol=1.0) == 0.6

@@ -4,7 +4,9 @@ Corollary 1 [paper]: for any task T there are rank-1 ΔW_LR, ΔV_LR with ‖ΔW_
 ‖ΔV_T − ΔV_LR‖_F ≤ Θ(ε). The best rank-k approximation is the SVD truncation (Eckart–Young), which
 ``tvutils.editing.variants.low_rank`` applies; this module measures how much a truncation leaves out and what the kept
 directions are, so a chapter can compare them with μ_T and with the irrelevant patterns (the bound itself:
-``tvutils.taskvec.theorems.corollary1_w_bound``).
+``tvutils.taskvec.theorems.corollary1_w_bound``). ``boundary_band`` and ``agreement_within`` compare a
+truncated task vector's success map with the full-rank one where a comparison can fail: next to the full-rank
+map's boundary, not over the whole grid, most of which every truncation trivially gets right.
 """
 
 from __future__ import annotations
@@ -82,3 +84,29 @@ def stored_numbers(tv: TaskVector, rank: int | None = None) -> int:
         rows, cols = value.shape[0], math.prod(value.shape[1:])
         total += min(rank * (rows + cols), rows * cols)
     return total
+
+
+def boundary_band(outcome: np.ndarray) -> np.ndarray:
+    """Cells of a 2-D outcome map next to (4-neighbour of) a cell with the other outcome: where its boundary runs.
+
+    Most cells of a success map lie far from any boundary, where every truncation trivially agrees; comparing two
+    maps on this band asks whether the boundary itself moved.
+    """
+    s = np.asarray(outcome, dtype=bool)
+    if s.ndim != 2:
+        raise ValueError(f"an outcome map must be 2-D, got shape {s.shape}")
+    band = np.zeros_like(s)
+    rows, cols = s[1:] != s[:-1], s[:, 1:] != s[:, :-1]
+    band[1:] |= rows
+    band[:-1] |= rows
+    band[:, 1:] |= cols
+    band[:, :-1] |= cols
+    return band
+
+
+def agreement_within(a: np.ndarray, b: np.ndarray, where: np.ndarray) -> float:
+    """Fraction of the cells in ``where`` on which two outcome maps agree (NaN if ``where`` is empty)."""
+    a, b, w = (np.asarray(x, dtype=bool) for x in (a, b, where))
+    if not a.shape == b.shape == w.shape:
+        raise ValueError(f"shapes differ: {a.shape}, {b.shape}, {w.shape}")
+    return float((a == b)[w].mean()) if w.any() else float("nan")

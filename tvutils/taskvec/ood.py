@@ -9,8 +9,11 @@ beyond the region itself (``tvutils.taskvec.theorems.theorem3_region``):
   ``gamma_from_outputs`` (the margin a source model adds on T', relative to the margin it adds on its own task),
   ``gamma_from_readout`` (cosine of the learners' read-out directions āᵀΔV) and ``gamma_from_cosine`` (cosine
   of whole task vectors, the common recipe, shown to fail when task vectors share a component);
-* ``run_ood``: one seed's whole experiment (γ̂ three ways, the T' loss and error over the λ grid), and
-  ``table2``: its summary in the layout of the paper's Table 2.
+* ``run_ood``: one seed's whole experiment (γ̂ three ways, estimated on a T' probe set that is never scored;
+  the T' loss and error over the λ grid on two other halves), and ``table2``: its summary in the layout of the
+  paper's Table 2;
+* ``merge_gain`` and ``single_gain``: what the best merge gains over the two source models, and over the best
+  rescaled single task vector (the λ₂ = 0 and λ₁ = 0 lines), chosen on one half and scored on the other.
 
 The theorem's coordinates and region are in ``tvutils.taskvec.theorems``; the observed edges, the fitted
 thresholds and the best grid point in ``tvutils.taskvec.boundaries``.
@@ -33,8 +36,12 @@ from .boundaries import best_cell
 from .data import OODTasks
 from .grid import evaluate_merges, grid_points
 from .model import OneLayerTransformer
-from .theorems import theorem3_coordinates
+from .theorems import theorem3_coordinates, theorem3_region
 from .training import evaluate
+
+# the roles of ``seeds.ood_test(run, k)``: T' scored (k = 0), the sources T₁, T₂ (k = 1, 2), and the T' probe
+# set on which γ̂ is estimated (k = 3), disjoint from the scored set
+SCORED, PROBE = 0, 3
 
 # ---- estimating γ from models ------------------------------------------------------------------------------
 
@@ -143,14 +150,16 @@ def run_ood(
     """Evaluate Ψ⁽⁰⁾ + λ₁ΔΨ_T1 + λ₂ΔΨ_T2 on fresh T' test data over the grid, and estimate γ̂.
 
     ``models`` are Ψ*_T1, Ψ*_T2 and Ψ*_T', fine-tuned from ``model0``. The T' test set (n_test samples, an even
-    number) is split in two halves, so a best λ can be chosen on one half and scored on the other.
+    number) is split in two halves, so a best λ can be chosen on one half and scored on the other; γ̂ by outputs
+    is estimated on a separate T' probe set of n_test samples, never on the scored one.
     """
     if len(models) != 3 or len(ood.sources) != 2:
         raise ValueError("run_ood takes two source tasks and the models Ψ*_T1, Ψ*_T2, Ψ*_T'")
     if n_test < 2 or n_test % 2:
         raise ValueError(f"n_test must be an even number ≥ 2, got {n_test}")
     lam1, lam2 = np.asarray(lam1, dtype=float), np.asarray(lam2, dtype=float)
-    X_t, y_t = ood.target.sample(n_test, torch.Generator().manual_seed(seeds.ood_test(seed, 0)))
+    X_t, y_t = ood.target.sample(n_test, torch.Generator().manual_seed(seeds.ood_test(seed, SCORED)))
+    probe = ood.target.sample(n_test, torch.Generator().manual_seed(seeds.ood_test(seed, PROBE)))
     source_sets = [
         t.sample(n_test, torch.Generator().manual_seed(seeds.ood_test(seed, 1 + k))) for k, t in enumerate(ood.sources)
     ]
@@ -172,10 +181,27 @@ def run_ood(
         loss=loss,
         error=error,
         reference=reference,
-        gamma_outputs=gamma_from_outputs(model0, models[:2], source_sets, (X_t, y_t)),
+        gamma_outputs=gamma_from_outputs(model0, models[:2], source_sets, probe),
         gamma_readout=gamma_from_readout(model0, tvs[:2], tvs[2]),
         gamma_cosine=gamma_from_cosine(tvs[:2], tvs[2]),
     )
+
+
+LITERAL_HAT, LITERAL_TRUE, AUTHORS, FITTED = "literal, from γ̂", "literal, from γ", "authors' thresholds", "fitted"
+
+
+def drawn_regions(
+    run: OODRun, c: float, beta: float, fitted: tuple[float, float], authors: float
+) -> dict[str, np.ndarray]:
+    """The regions drawn on one run's grid, masks (L1, L2): Theorem 3's literal region (1 + c) from γ̂ and from
+    γ, and the same form with the thresholds of the authors' figure (both = ``authors``) and fitted ones, from γ̂."""
+    g, l1, l2 = run.gamma_outputs, run.lam1, run.lam2
+    return {
+        LITERAL_HAT: theorem3_region(g, l1, l2, c=c, beta=beta),
+        LITERAL_TRUE: theorem3_region(run.gammas, l1, l2, c=c, beta=beta),
+        AUTHORS: theorem3_region(g, l1, l2, c=c, beta=beta, thresholds=(authors, authors)),
+        FITTED: theorem3_region(g, l1, l2, c=c, beta=beta, thresholds=fitted),
+    }
 
 
 def s2_reach(run: OODRun, t1: float) -> float:
@@ -191,10 +217,28 @@ def merge_gain(run: OODRun) -> float:
     return float(min(singles) - run.loss[1, i, j])
 
 
+def best_single(run: OODRun, half: int = 0) -> tuple[int, int]:
+    """The best rescaled single task vector, chosen on one half: the best cell of the lines λ₂ = 0 (ΔΨ_T1 alone)
+    and λ₁ = 0 (ΔΨ_T2 alone), by loss, then error, then the smallest |λ| (as ``best_cell``)."""
+    i0, j0 = int(np.argmin(np.abs(run.lam1))), int(np.argmin(np.abs(run.lam2)))
+    if abs(run.lam1[i0]) > 1e-9 or abs(run.lam2[j0]) > 1e-9:
+        raise ValueError("the grid must contain λ₁ = 0 and λ₂ = 0")
+    cells = [(i, j0) for i in range(len(run.lam1))] + [(i0, j) for j in range(len(run.lam2))]
+    key = [(run.loss[half, i, j], run.error[half, i, j], abs(run.lam1[i]) + abs(run.lam2[j])) for i, j in cells]
+    return cells[min(range(len(cells)), key=key.__getitem__)]
+
+
+def single_gain(run: OODRun) -> float:
+    """T' loss margin of the best merge (λᵢ ≠ 0) over the best rescaled single task vector, both chosen on half
+    A and scored on half B (0 when both reach the same loss, e.g. zero hinge loss)."""
+    i, j = best_cell(run.loss[0], run.error[0], run.lam1, run.lam2)
+    return float(run.loss[1][best_single(run)] - run.loss[1, i, j])
+
+
 def table2(run: OODRun, paper_best: tuple[float, float] = (1.2, -0.6)) -> pd.DataFrame:
     """The paper's Table 2 layout for one run: (λ₁, λ₂), T' loss and accuracy of the model fine-tuned on T', the
-    two source models, the best merge (picked on the whole test set, and picked on half A, scored on half B)
-    and the paper's best λ."""
+    two source models, the best rescaled single task vector and the best merge (each picked on half A, scored on
+    half B; the best merge also picked on the whole test set, as the paper did) and the paper's best λ."""
     full_best = best_cell(run.mean_loss, run.mean_error, run.lam1, run.lam2)
     half_best = best_cell(run.loss[0], run.error[0], run.lam1, run.lam2)
     ref = run.reference["Ψ*_T'"].mean(0)
@@ -202,6 +246,7 @@ def table2(run: OODRun, paper_best: tuple[float, float] = (1.2, -0.6)) -> pd.Dat
     for label, (i, j), half in [
         ("Ψ*_T1", run.cell(1, 0), None),
         ("Ψ*_T2", run.cell(0, 1), None),
+        ("best single vector, rescaled (half A → half B)", best_single(run), 1),
         ("best λ (test set)", full_best, None),
         ("best λ (half A → half B)", half_best, 1),
         ("the paper's best λ", run.cell(*paper_best), None),

@@ -8,17 +8,18 @@ rest ‖uᵢ‖ ≤ O(m^{-1/2}ε); pruning the small rows keeps Theorems 1-3. Th
   measuring how far apart the groups are (Ashman's D; D > 2 is a clean separation);
 * ``effective_readout``: the learner's output weight of each neuron when attention is uniform,
   (1/P) Σ_l a_(l),i, the quantity that decides which neurons grow in the regime where the groups appear;
-* ``regime_run``: one fine-tune summarised by its row norms, for the search of the regime where the groups
-  appear;
+* ``regime_run`` (``regime_result`` for a fine-tune already made): one fine-tune summarised by its row norms,
+  for the search of the regime where the groups appear, and ``pick_regime``: the rule that picks the regime on
+  one seed (its verdict is then scored on others);
 * ``PRUNING`` (four ways to prune ΔV), ``merge_losses``, ``loss_at`` and ``prune_check``: the losses of the three theorems' merges with pruned task
-  vectors, and what pruning costs. The ways to prune (largest or random rows, largest entries, DARE) are
+  vectors, and what pruning costs; ``safe_fraction``: how far a method prunes before some merge's loss rises. The ways to prune (largest or random rows, largest entries, DARE) are
   ``tvutils.editing.variants``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..editing.task_vector import TaskVector
 from ..editing.variants import dare, keep_entries, keep_rows
 from . import seeds
 from .data import DataConfig, task_pair
-from .experiments import fine_tune_tasks, pretrained, sweep_merges
+from .experiments import FineTuned, fine_tune_tasks, pretrained, sweep_merges
 from .model import LearnerConfig, OneLayerTransformer
 from .training import TrainConfig
 
@@ -128,10 +129,18 @@ class RegimeResult:
 
 
 def regime_run(data_cfg: DataConfig, learner_cfg: LearnerConfig, train_cfg: TrainConfig, seed: int) -> RegimeResult:
-    """Fine-tune T1 (μ = e₀) from Ψ⁽⁰⁾(seed) with the given configs and summarise ΔV's row norms."""
+    """Fine-tune T1 (μ = e₀) from Ψ⁽⁰⁾(seed) with the given configs and summarise ΔV's row norms.
+
+    The fine-tune is the same as ``pair_vectors``' Ψ*_T1 for that seed, so ``regime_result(pair.model0, pair.t1)``
+    gives the same result without fine-tuning again."""
     model0 = pretrained(learner_cfg, seed)
     task, _ = task_pair(0.0, data_cfg)
     (tuned,) = fine_tune_tasks(model0, [task], train_cfg, [seeds.finetune(seed, seeds.T1)])
+    return regime_result(model0, tuned)
+
+
+def regime_result(model0: OneLayerTransformer, tuned: FineTuned) -> RegimeResult:
+    """A fine-tune from ``model0`` summarised by its ΔV row norms and the neurons' uniform-attention read-out."""
     norms = row_norms(tuned.task_vector)
     return RegimeResult(
         norms=norms,
@@ -141,6 +150,15 @@ def regime_run(data_cfg: DataConfig, learner_cfg: LearnerConfig, train_cfg: Trai
         reached=tuned.reached,
         final_loss=tuned.final_loss,
     )
+
+
+def pick_regime(results: Mapping[str, RegimeResult], min_separation: float = 2.0, max_ratio: float = 0.25) -> str:
+    """The rule that picks the regime in which to test the corollary: of the regimes whose row norms split in two
+    groups (``TwoGroups.present``), the one with the largest separation D. Raises if no regime has two groups."""
+    present = {name: r.groups.separation for name, r in results.items() if r.groups.present(min_separation, max_ratio)}
+    if not present:
+        raise ValueError(f"no regime of {list(results)} shows two groups of row norms")
+    return max(present, key=present.__getitem__)
 
 
 # ---- the theorems' merges with pruned task vectors ---------------------------------------------------------------
@@ -181,6 +199,18 @@ def loss_at(pruning: pd.DataFrame, regime: str, method: str, merge: str, p: floa
     """One loss of a pruning table (columns regime, method, p, merge, loss)."""
     sub = pruning[(pruning["regime"] == regime) & (pruning["method"] == method) & (pruning["merge"] == merge)]
     return float(sub.loc[np.isclose(sub["p"], p), "loss"].iloc[0])
+
+
+def safe_fraction(pruning: pd.DataFrame, regime: str, method: str, merges: Sequence[str], tol: float) -> float:
+    """The largest pruned fraction p up to which (at every p' ≤ p of the table) no merge's loss rises above its
+    unpruned loss by more than ``tol``; 0 if the smallest fraction already does."""
+    fractions = sorted(pruning.loc[(pruning["regime"] == regime) & (pruning["method"] == method), "p"].unique())
+    safe = 0.0
+    for p in fractions:
+        if max(loss_at(pruning, regime, method, g, p) - loss_at(pruning, regime, method, g, 0.0) for g in merges) > tol:
+            break
+        safe = float(p)
+    return safe
 
 
 def prune_check(
