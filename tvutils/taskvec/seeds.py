@@ -8,7 +8,7 @@ other tasks or correlations a chapter happens to include:
     finetune(run, task)    the minibatches of the fine-tune Ψ*_T (1000 seeds per run, one per task role)
     stopping_set(seed)     the test set a fine-tune with that seed checks its targets on
     test_set(run, task)    a fresh test set of task T (``experiments.fresh_set``)
-    ood_test(run, k)       Theorem 3's test sets: T' (k = 0) and the sources T₁, T₂ (k = 1, 2)
+    ood_test(run, k)       Theorem 3's test sets: T' (k = 0), the sources T₁, T₂ (k = 1, 2), γ̂'s probe set (k = 3)
     setup_test_set(run, k) the held-out sets of the setup chapter
     mask(draw, k)          the random mask of task vector k in a draw of random pruning
 
