@@ -22,6 +22,7 @@ from torch import nn
 
 from ..chapter.paths import atomic_write_bytes, cache_dir
 from ..chapter.progress import progress
+from ..chapter.runtime import fingerprint
 from ..editing.task_vector import TaskVector
 from .models import block_inputs, n_layers, top_blocks_only
 
@@ -166,10 +167,19 @@ def cached_lora(path: Path, train: Callable[[], tuple[Factors, list[float]]]) ->
     return factors, info["losses"], False
 
 
+CODE_VERSION = 2  # of fine_tune_lora: raise it when a change of the code changes what a recipe trains
+
+
 def lora_cache_path(model_name: str, kind: str, recipe: LoraRecipe, **depends: Any) -> Path:
     """Where a fine-tune of ``kind`` is cached: ``<cache>/lm/<model>/<kind>-<hash>.safetensors``, the hash
-    covering the recipe and every other thing it ``depends`` on (texts, window sizes, a parent fine-tune …)."""
-    doc = json.dumps({"recipe": asdict(recipe), **depends}, sort_keys=True, default=str)
+    covering the recipe, every other thing it ``depends`` on (texts, window sizes, a parent fine-tune …), the
+    code version and the runtime (``fingerprint()``: library versions, thread count), so that a fine-tune made
+    under other conditions is never reused silently."""
+    doc = json.dumps(
+        {"recipe": asdict(recipe), "code": CODE_VERSION, "runtime": fingerprint(), **depends},
+        sort_keys=True,
+        default=str,
+    )
     return (
         cache_dir("lm", model_name.replace("/", "--"))
         / f"{kind}-{hashlib.sha256(doc.encode()).hexdigest()[:16]}.safetensors"
