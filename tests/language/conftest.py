@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -57,36 +60,18 @@ def windows(tiny):
     return torch.tensor([ids[i * 16 : i * 16 + 16] for i in range(6)])  # (6, 16)
 
 
-def write_tiny_phi(folder, vocab_texts, layers: int = 2, hidden: int = 32):
-    """A randomly initialised PhiForCausalLM (safetensors) and a byte-level BPE tokenizer trained on
-    ``vocab_texts``, in the Hugging Face layout ``load_model`` reads (as it reads microsoft/phi-1_5)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PhiConfig, PhiForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        vocab_texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"], show_progress=False)
-    )
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
-    torch.manual_seed(0)
-    config = PhiConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        partial_rotary_factor=0.5,
-        max_position_embeddings=512,
-    )
-    PhiForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_phi(tmp_path_factory):
-    folder = write_tiny_phi(tmp_path_factory.mktemp("tiny_phi"), CORPUS * 4)
+    folder = _standin().write_tiny_phi(tmp_path_factory.mktemp("tiny_phi"), CORPUS * 4, layers=2, hidden=32)
     model, tokenizer = lmodels.load_model(str(folder))
     ids = lmodels.encode(tokenizer, " ".join(CORPUS * 3))
     return model, tokenizer, torch.tensor([ids[i * 14 : i * 14 + 14] for i in range(6)])
+
+
+def _standin():
+    """Chapter 07's stand-in module (tests/standins/07_llm_unlearning.py), which writes the tiny Phi."""
+    path = Path(__file__).resolve().parents[1] / "standins" / "07_llm_unlearning.py"
+    spec = importlib.util.spec_from_file_location("standin_07", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

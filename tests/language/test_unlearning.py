@@ -85,3 +85,22 @@ def test_work_plan_counts_the_run(tiny):
     assert total["generated tokens"] == 8 * 12 * 3
     minutes = [c for c in plan.columns if c.startswith("minutes on")]
     assert len(minutes) == 3 and (plan.loc["total", minutes] > 0).all()
+
+
+def test_pair_similarities(tiny, windows):
+    import torch
+
+    from tvutils.editing.task_vector import TaskVector
+    from tvutils.language import generation
+
+    model, _ = tiny
+    key = "model.layers.3.mlp.down_proj.weight"
+    w = model.state_dict()[key]
+    torch.manual_seed(0)
+    d = 0.05 * torch.randn_like(w)
+    tvs = {"A": TaskVector({key: d}), "B": TaskVector({key: 2 * d}), "C": TaskVector({key: 0.05 * torch.randn_like(w)})}
+    ref = generation.final_hidden_states(model, windows, 4)
+    sims = U.pair_similarities(model, windows, ref, tvs, 4)
+    assert set(sims) == {"AB", "AC", "BC"} and sims["AB"].shape == (6,)
+    assert sims["AB"].mean() > 0.95 and sims["AC"].mean() < sims["AB"].mean()
+    assert torch.equal(model.state_dict()[key], w)  # every fine-tune removed again

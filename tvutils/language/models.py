@@ -128,10 +128,34 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
 
 
 class _PassThrough(nn.Module):
-    """Stands in for a block whose output is already known: returns its input hidden states unchanged."""
+    """Stands in for a block whose output is already known: returns its input hidden states unchanged (as a
+    1-tuple where the installed transformers' blocks of this model return tuples, e.g. Phi in 4.x)."""
+
+    def __init__(self, as_tuple: bool) -> None:
+        super().__init__()
+        self.as_tuple = as_tuple
 
     def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states
+        return (hidden_states,) if self.as_tuple else hidden_states
+
+
+_RETURNS_TUPLE: dict[type, bool] = {}
+
+
+@torch.no_grad()
+def _blocks_return_tuples(model: nn.Module) -> bool:
+    """Whether this model's blocks return a tuple (hidden states first) or a tensor: seen once per model class,
+    on a one-token forward pass."""
+    kind = type(model.model)
+    if kind not in _RETURNS_TUPLE:
+        seen: list[bool] = []
+        handle = decoder_blocks(model)[0].register_forward_hook(lambda m, a, out: seen.append(isinstance(out, tuple)))
+        try:
+            model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=model.device), use_cache=False)
+        finally:
+            handle.remove()
+        _RETURNS_TUPLE[kind] = seen[0]
+    return _RETURNS_TUPLE[kind]
 
 
 def cache_keyword(model: nn.Module) -> str:
@@ -219,7 +243,8 @@ def top_blocks_only(model: nn.Module, first_top: int) -> Iterator[nn.Module]:
     ``inputs_embeds=block_inputs(...)`` to run only the top blocks (positions and masks are built as usual)."""
     decoder = model.model
     original = decoder.layers
-    decoder.layers = nn.ModuleList([_PassThrough() for _ in range(first_top)] + list(original[first_top:]))
+    as_tuple = _blocks_return_tuples(model)
+    decoder.layers = nn.ModuleList([_PassThrough(as_tuple) for _ in range(first_top)] + list(original[first_top:]))
     try:
         yield model
     finally:

@@ -14,23 +14,30 @@ least favourable end.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from ..chapter.paths import atomic_write_bytes, cache_dir
 from ..chapter.runtime import fingerprint
 from ..chapter.stats import bootstrap_mean, difference_of_relative_changes, relative_change
 from ..chapter.verdict import mean_interval
+from ..editing.inplace import task_arithmetic
+from ..editing.task_vector import TaskVector
+from .generation import final_hidden_states, output_similarity
 from .models import decoder_blocks
 
 ROLES = {"base": 0, "forget": 1, "alpha": 10}  # offsets inside a run's block of 1000 seeds
@@ -85,6 +92,14 @@ def _over_seeds(per_seed: Sequence[float], passages: tuple[float, float]) -> Ove
     return OverSeeds(values, float(np.mean(values)), (lo, hi), passages, envelope((lo, hi), passages))
 
 
+@contextlib.contextmanager
+def _undefined_is_nan() -> Iterator[None]:
+    """A change relative to a mean of 0 (a model that recites nothing) is NaN, silently: the NaN is the result."""
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        yield
+
+
 def _per_seed(after: np.ndarray) -> np.ndarray:
     a = np.asarray(after, dtype=float)
     if a.ndim != 2 or a.shape[0] < 1:
@@ -97,8 +112,9 @@ def change_over_seeds(before: Sequence[float], after: np.ndarray, n_boot: int = 
     b, a = np.asarray(before, dtype=float), _per_seed(after)
     if a.shape[1] != b.shape[0]:
         raise ValueError(f"{b.shape[0]} passages before the edit, {a.shape[1]} after")
-    per_seed = a.mean(axis=1) / b.mean() - 1
-    _, lo, hi = relative_change(b, a.mean(axis=0), n_boot, seed)
+    with _undefined_is_nan():
+        per_seed = a.mean(axis=1) / b.mean() - 1
+        _, lo, hi = relative_change(b, a.mean(axis=0), n_boot, seed)
     return _over_seeds(per_seed, (lo, hi))
 
 
@@ -116,7 +132,8 @@ def gap_over_seeds(
         raise ValueError(f"{a1.shape[0]} seeds for the first book, {a2.shape[0]} for the second")
     c1 = change_over_seeds(before_1, a1, n_boot, seed).per_seed
     c2 = change_over_seeds(before_2, a2, n_boot, seed).per_seed
-    _, lo, hi = difference_of_relative_changes(before_1, a1.mean(0), before_2, a2.mean(0), n_boot, seed)
+    with _undefined_is_nan():
+        _, lo, hi = difference_of_relative_changes(before_1, a1.mean(0), before_2, a2.mean(0), n_boot, seed)
     return _over_seeds(np.subtract(c1, c2), (lo, hi))
 
 
@@ -189,13 +206,14 @@ class Sizes:
 def _row(stage: str, what: str, sizes: Sizes, *, lower=0, top=0, head=0, backward=0, decode=(0, 0)) -> dict:
     """One stage's work: tokens through the lower/top blocks and the head (forward), tokens back through the top
     blocks and the head (backward: input gradients only, the base weights are frozen: about one forward), and
-    ``decode`` = (steps, batch) of one-token steps through the whole model."""
-    steps, batch = decode
+    ``decode`` = (tokens, steps): tokens generated one step at a time through the whole model, in ``steps``
+    batched steps (each reads every weight once)."""
+    generated, steps = decode
     everything = sizes.lower + sizes.top + sizes.head
     flops = 2 * (sizes.lower * lower + sizes.top * top + sizes.head * head)
-    flops += 2 * (sizes.top + sizes.head) * backward + 2 * everything * steps * batch
+    flops += 2 * (sizes.top + sizes.head) * backward + 2 * everything * generated
     return {"stage": stage, "passes": what, "forward tokens": lower + top, "backward tokens": backward,
-            "generated tokens": steps * batch, "TFLOP": flops / 1e12, "weight reads (GB)": 4 * everything * steps / 1e9,
+            "generated tokens": generated, "TFLOP": flops / 1e12, "weight reads (GB)": 4 * everything * steps / 1e9,
             "_flops": flops, "_bytes": 4 * everything * steps}  # fmt: skip
 
 
@@ -212,7 +230,7 @@ def work_plan(sizes: Sizes, P: Any) -> pd.DataFrame:
     def scoring(stage: str, windows: int, count: int) -> dict:
         return _row(stage, f"{count} × score {windows} windows (top pass, then {C} greedy tokens)", sizes,
                     top=count * windows * L, head=count * windows * (C + 1),
-                    decode=(count * (C - 1) * math.ceil(windows / e), min(windows, e)))  # fmt: skip
+                    decode=(count * (C - 1) * windows, count * (C - 1) * math.ceil(windows / e)))  # fmt: skip
 
     def training(stage: str, windows: int, epochs: int, count: int) -> dict:
         tokens = count * epochs * windows * L
@@ -239,3 +257,22 @@ def work_plan(sizes: Sizes, P: Any) -> pd.DataFrame:
     table = table.drop(columns=["_flops", "_bytes"])
     table.loc[len(table)] = {"stage": "total", "passes": "", **table.drop(columns=["stage", "passes"]).sum().to_dict()}
     return table.set_index("stage")
+
+
+# ---- α̂ between single-book fine-tunes ----------------------------------------------------------------------
+def pair_similarities(
+    model: nn.Module,
+    ids: torch.Tensor,
+    reference: torch.Tensor,
+    task_vectors: dict[str, TaskVector],
+    batch_size: int = 16,
+    inputs: torch.Tensor | None = None,
+    first_top: int = 0,
+) -> dict[str, np.ndarray]:
+    """Per window, α̂ of every pair of fine-tunes Ψ⁽⁰⁾ + ΔΨ_k (``generation.output_similarity`` against the
+    ``reference`` last hidden states of Ψ⁽⁰⁾), keyed by the pair's names joined ('AB', 'AC', 'BC')."""
+    states = {}
+    for name, tv in task_vectors.items():
+        with task_arithmetic(model, tv, 1.0):
+            states[name] = final_hidden_states(model, ids, batch_size, inputs, first_top)
+    return {a + b: output_similarity(reference, states[a], states[b]) for a, b in combinations(sorted(states), 2)}
