@@ -104,3 +104,23 @@ def test_pair_similarities(tiny, windows):
     assert set(sims) == {"AB", "AC", "BC"} and sims["AB"].shape == (6,)
     assert sims["AB"].mean() > 0.95 and sims["AC"].mean() < sims["AB"].mean()
     assert torch.equal(model.state_dict()[key], w)  # every fine-tune removed again
+
+
+def test_cached_scores_and_cached_fine_tune(tiny, windows, tmp_path, monkeypatch):
+    import torch
+
+    from tvutils.language import generation, lora
+
+    monkeypatch.setenv("TVUTILS_CACHE", str(tmp_path))
+    model, tokenizer = tiny
+    first = U.cached_scores(model, tokenizer, "org/tiny", windows, 10, 4, state="base")
+    plain = generation.score_passages(model, tokenizer, windows, 10, 4)
+    assert np.array_equal(first["rouge"], plain[0]) and np.allclose(first["nll"], plain[1])
+    monkeypatch.setattr(U, "score_passages", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = U.cached_scores(model, tokenizer, "org/tiny", windows, 10, 4, state="base")  # read back, not recomputed
+    assert np.array_equal(again["nll"], first["nll"])
+    recipe = lora.LoraRecipe(rank=2, train_layers=1, epochs=1, lr=1e-2, batch_size=3, seed=0)
+    name, tv, losses = lora.cached_fine_tune(model, "org/tiny", "forget", recipe, windows, book="A")
+    assert name == lora.lora_cache_path("org/tiny", "forget", recipe, book="A").name and len(losses) == 2
+    name2, tv2, _ = lora.cached_fine_tune(model, "org/tiny", "forget", recipe, windows, book="A")
+    assert name2 == name and all(torch.equal(tv.deltas[k], tv2.deltas[k]) for k in tv.keys())

@@ -7,6 +7,7 @@ The factors are cached as safetensors (``cached_lora``), keyed by everything tha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -184,3 +185,19 @@ def lora_cache_path(model_name: str, kind: str, recipe: LoraRecipe, **depends: A
         cache_dir("lm", model_name.replace("/", "--"))
         / f"{kind}-{hashlib.sha256(doc.encode()).hexdigest()[:16]}.safetensors"
     )
+
+
+def cached_fine_tune(
+    model: nn.Module,
+    model_name: str,
+    kind: str,
+    recipe: LoraRecipe,
+    windows: torch.Tensor,
+    inputs: torch.Tensor | None = None,
+    **depends: Any,
+) -> tuple[str, TaskVector, list[float]]:
+    """``fine_tune_lora`` cached at ``lora_cache_path(model_name, kind, recipe, **depends)``: (the cache file's
+    name, for the keys of what is computed from it; the task vector; the training losses)."""
+    path = lora_cache_path(model_name, kind, recipe, **depends)
+    factors, losses, _ = cached_lora(path, functools.partial(fine_tune_lora, model, windows, recipe, inputs=inputs))
+    return path.name, task_vector_from_factors(factors), losses

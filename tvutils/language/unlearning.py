@@ -37,8 +37,8 @@ from ..chapter.stats import bootstrap_mean, difference_of_relative_changes, rela
 from ..chapter.verdict import mean_interval
 from ..editing.inplace import task_arithmetic
 from ..editing.task_vector import TaskVector
-from .generation import final_hidden_states, output_similarity
-from .models import decoder_blocks
+from .generation import final_hidden_states, output_similarity, score_passages
+from .models import LowerPass, decoder_blocks
 
 ROLES = {"base": 0, "forget": 1, "alpha": 10}  # offsets inside a run's block of 1000 seeds
 BOOKS = "ABC"
@@ -167,6 +167,27 @@ def cached_arrays(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> d
         atomic_write_bytes(path, buffer.getvalue())
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def cached_scores(
+    model: nn.Module,
+    tokenizer,
+    model_name: str,
+    windows: torch.Tensor,
+    prompt_len: int,
+    batch_size: int,
+    lower: LowerPass | None = None,
+    **depends: Any,
+) -> dict[str, np.ndarray]:
+    """``{"rouge", "nll"}`` per window (``generation.score_passages``) of the model as it is now, cached at
+    ``results_cache_path(model_name, "scores", **depends)``: ``depends`` must name what made the model."""
+    path = results_cache_path(model_name, "scores", **depends)
+
+    def compute() -> dict[str, np.ndarray]:
+        rouge, nll = score_passages(model, tokenizer, windows, prompt_len, batch_size, lower)
+        return {"rouge": rouge, "nll": nll}
+
+    return cached_arrays(path, compute)
 
 
 # ---- the work of a run, and its time on a T4 and an A100 ---------------------------------------------------
