@@ -113,11 +113,11 @@ def test_cached_scores_and_cached_fine_tune(tiny, windows, tmp_path, monkeypatch
 
     monkeypatch.setenv("TVUTILS_CACHE", str(tmp_path))
     model, tokenizer = tiny
-    first = U.cached_scores(model, tokenizer, "org/tiny", windows, 10, 4, state="base")
+    first = U.cached_scores(model, tokenizer, "org/tiny", windows, 10, 4, None, model="base")  # any key name
     plain = generation.score_passages(model, tokenizer, windows, 10, 4)
     assert np.array_equal(first["rouge"], plain[0]) and np.allclose(first["nll"], plain[1])
     monkeypatch.setattr(U, "score_passages", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
-    again = U.cached_scores(model, tokenizer, "org/tiny", windows, 10, 4, state="base")  # read back, not recomputed
+    again = U.cached_scores(model, tokenizer, "org/tiny", windows, 10, 4, None, model="base")  # read, not recomputed
     assert np.array_equal(again["nll"], first["nll"])
     recipe = lora.LoraRecipe(rank=2, train_layers=1, epochs=1, lr=1e-2, batch_size=3, seed=0)
     name, tv, losses = lora.cached_fine_tune(model, "org/tiny", "forget", recipe, windows, book="A")

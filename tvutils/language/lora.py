@@ -194,6 +194,7 @@ def cached_fine_tune(
     recipe: LoraRecipe,
     windows: torch.Tensor,
     inputs: torch.Tensor | None = None,
+    /,
     **depends: Any,
 ) -> tuple[str, TaskVector, list[float]]:
     """``fine_tune_lora`` cached at ``lora_cache_path(model_name, kind, recipe, **depends)``: (the cache file's

@@ -177,10 +177,12 @@ def cached_scores(
     prompt_len: int,
     batch_size: int,
     lower: LowerPass | None = None,
+    /,
     **depends: Any,
 ) -> dict[str, np.ndarray]:
     """``{"rouge", "nll"}`` per window (``generation.score_passages``) of the model as it is now, cached at
-    ``results_cache_path(model_name, "scores", **depends)``: ``depends`` must name what made the model."""
+    ``results_cache_path(model_name, "scores", **depends)``: ``depends`` must name what made the model (any names,
+    ``model=`` included: the arguments before them are positional only)."""
     path = results_cache_path(model_name, "scores", **depends)
 
     def compute() -> dict[str, np.ndarray]:
