@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -55,3 +58,20 @@ def windows(tiny):
     ids = lmodels.encode(tokenizer, " ".join(CORPUS * 3))
     assert len(ids) >= 6 * 16
     return torch.tensor([ids[i * 16 : i * 16 + 16] for i in range(6)])  # (6, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny_phi(tmp_path_factory):
+    folder = _standin().write_tiny_phi(tmp_path_factory.mktemp("tiny_phi"), CORPUS * 4, layers=2, hidden=32)
+    model, tokenizer = lmodels.load_model(str(folder))
+    ids = lmodels.encode(tokenizer, " ".join(CORPUS * 3))
+    return model, tokenizer, torch.tensor([ids[i * 14 : i * 14 + 14] for i in range(6)])
+
+
+def _standin():
+    """Chapter 07's stand-in module (tests/standins/07_llm_unlearning.py), which writes the tiny Phi."""
+    path = Path(__file__).resolve().parents[1] / "standins" / "07_llm_unlearning.py"
+    spec = importlib.util.spec_from_file_location("standin_07", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

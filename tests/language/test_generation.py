@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tvutils.language import generation
+from tvutils.language import models as lmodels
 
 
 def test_greedy_continuations_match_a_loop_without_cache(tiny, windows):
@@ -45,3 +46,30 @@ def test_output_similarity():
     assert generation.output_similarity(ref, ref + change, ref + torch.randn(3, 5, 8)).shape == (3,)
     with pytest.raises(ValueError):
         generation.output_similarity(ref, ref, ref[:2])
+
+
+def test_score_passages_on_a_lower_pass_equals_the_whole_model(tiny, windows):
+    """The fast path (lower blocks once, top blocks per model) gives the same continuations and NLL."""
+    model, tokenizer = tiny
+    plain = generation.score_passages(model, tokenizer, windows, prompt_len=10, batch_size=4)
+    lower = lmodels.lower_pass(model, windows, first_top=2, prompt_len=10, batch_size=4)
+    fast = generation.score_passages(model, tokenizer, windows, prompt_len=10, batch_size=4, lower=lower)
+    assert np.array_equal(plain[0], fast[0]) and np.allclose(plain[1], fast[1], atol=1e-5)
+    with pytest.raises(ValueError, match="other windows"):
+        generation.score_passages(model, tokenizer, windows, prompt_len=8, batch_size=4, lower=lower)
+
+
+def test_score_passages_fast_path_on_phi(tiny_phi):
+    """The same on Phi (the paper's architecture: partial rotary embeddings, parallel attention and MLP)."""
+    model, tokenizer, ids = tiny_phi
+    prompts = ids[:, :8]
+    by_hand = prompts.clone()
+    with torch.no_grad():
+        for _ in range(6):
+            by_hand = torch.cat([by_hand, model(input_ids=by_hand).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(generation.greedy_continuations(model, prompts, n_new=6, batch_size=3), by_hand[:, 8:])
+    plain = generation.score_passages(model, tokenizer, ids, prompt_len=8, batch_size=3)
+    fast = generation.score_passages(
+        model, tokenizer, ids, 8, 3, lower=lmodels.lower_pass(model, ids, first_top=1, prompt_len=8, batch_size=3)
+    )
+    assert np.array_equal(plain[0], fast[0]) and np.allclose(plain[1], fast[1], atol=1e-5)

@@ -83,3 +83,16 @@ def test_lora_recipe_is_keyword_only_and_keys_its_cache(tmp_path, monkeypatch):
     other = lora.LoraRecipe(rank=4, train_layers=2, epochs=6, lr=1e-2, batch_size=3, seed=1)
     assert lora.lora_cache_path("org/model", "alpha", other, book="A") != path
     assert lora.lora_cache_path("org/model", "alpha", r, book="B") != path
+    # the runtime is part of the key: a fine-tune made with another thread count or library version is not reused
+    monkeypatch.setattr(lora, "fingerprint", lambda: {"torch": "0.0", "threads": 7})
+    assert lora.lora_cache_path("org/model", "alpha", r, book="A") != path
+
+
+def test_offline_model_folder_is_keyed_by_the_library_versions(tmp_path, monkeypatch):
+    from tvutils.language import models as lmodels
+
+    monkeypatch.setenv("TVUTILS_CACHE", str(tmp_path))
+    folder = lmodels.offline_model_folder()
+    assert folder.parent == tmp_path / "lm" and folder.name.startswith("smollm2-135m-fp32-")
+    monkeypatch.setattr(lmodels, "versions", lambda: {"transformers": "0.0"})
+    assert lmodels.offline_model_folder() != folder

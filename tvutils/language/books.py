@@ -165,3 +165,10 @@ def token_windows(token_ids: Sequence[int], n_windows: int, length: int) -> list
     """n evenly spread, non-overlapping windows of ``length`` token ids (see ``window_starts``)."""
     ids = list(token_ids)
     return [ids[s : s + length] for s in window_starts(len(ids), n_windows, length)]
+
+
+def split_windows(token_ids: Sequence[int], n_windows: int, length: int) -> tuple[list[list[int]], list[list[int]]]:
+    """(trained, held out): 2n evenly spread windows, alternately kept for training (the 1st, 3rd, …) and held out
+    (the 2nd, 4th, …): n of each, none overlapping, both spread over the whole book."""
+    both = token_windows(token_ids, 2 * n_windows, length)
+    return both[0::2], both[1::2]

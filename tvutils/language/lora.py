@@ -7,6 +7,7 @@ The factors are cached as safetensors (``cached_lora``), keyed by everything tha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -22,6 +23,7 @@ from torch import nn
 
 from ..chapter.paths import atomic_write_bytes, cache_dir
 from ..chapter.progress import progress
+from ..chapter.runtime import fingerprint
 from ..editing.task_vector import TaskVector
 from .models import block_inputs, n_layers, top_blocks_only
 
@@ -166,11 +168,37 @@ def cached_lora(path: Path, train: Callable[[], tuple[Factors, list[float]]]) ->
     return factors, info["losses"], False
 
 
+CODE_VERSION = 2  # of fine_tune_lora: raise it when a change of the code changes what a recipe trains
+
+
 def lora_cache_path(model_name: str, kind: str, recipe: LoraRecipe, **depends: Any) -> Path:
     """Where a fine-tune of ``kind`` is cached: ``<cache>/lm/<model>/<kind>-<hash>.safetensors``, the hash
-    covering the recipe and every other thing it ``depends`` on (texts, window sizes, a parent fine-tune …)."""
-    doc = json.dumps({"recipe": asdict(recipe), **depends}, sort_keys=True, default=str)
+    covering the recipe, every other thing it ``depends`` on (texts, window sizes, a parent fine-tune …), the
+    code version and the runtime (``fingerprint()``: library versions, thread count), so that a fine-tune made
+    under other conditions is never reused silently."""
+    doc = json.dumps(
+        {"recipe": asdict(recipe), "code": CODE_VERSION, "runtime": fingerprint(), **depends},
+        sort_keys=True,
+        default=str,
+    )
     return (
         cache_dir("lm", model_name.replace("/", "--"))
         / f"{kind}-{hashlib.sha256(doc.encode()).hexdigest()[:16]}.safetensors"
     )
+
+
+def cached_fine_tune(
+    model: nn.Module,
+    model_name: str,
+    kind: str,
+    recipe: LoraRecipe,
+    windows: torch.Tensor,
+    inputs: torch.Tensor | None = None,
+    /,
+    **depends: Any,
+) -> tuple[str, TaskVector, list[float]]:
+    """``fine_tune_lora`` cached at ``lora_cache_path(model_name, kind, recipe, **depends)``: (the cache file's
+    name, for the keys of what is computed from it; the task vector; the training losses)."""
+    path = lora_cache_path(model_name, kind, recipe, **depends)
+    factors, losses, _ = cached_lora(path, functools.partial(fine_tune_lora, model, windows, recipe, inputs=inputs))
+    return path.name, task_vector_from_factors(factors), losses
