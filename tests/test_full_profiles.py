@@ -81,6 +81,7 @@ def test_full_profile_runs_end_to_end_on_its_standin(path, isolated, capsys):
     standin = load(path)
     expected = getattr(standin, "EXPECTED_FAILURE", None)
     notebook = ROOT / "notebooks" / f"{path.stem}.ipynb"
+    (isolated / "standin").mkdir()
     overrides = standin.overrides(isolated / "standin")
     assert overrides.get("device", "cpu") == "cpu", "a stand-in runs on the CPU"
     start, cpu_start = time.perf_counter(), _children_cpu()
