@@ -519,6 +519,66 @@ def test_variant_merges_equal_the_task_vector_operations_on_large_tensors(tmp_pa
     torch.testing.assert_close(out["big"], base["big"] + 0.8 * low, rtol=0, atol=1e-5)
 
 
+def test_rank_merge_in_row_blocks_equals_rank_k_fast_for_every_shape(tmp_path):
+    """The sketch Y formed block by block while Dᵢ is read (tall, wide, and a row longer than a chunk, where it
+    is not) and ACC formed in the last pass give rank_k_fast's result; rank then entries as well. One torch
+    thread for both (the merge's and the reference's sums then run in the same order: with a row of 262,000
+    entries, 1 and 2 threads differ by 2e-4)."""
+    from tvutils.editing import variants
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _rank_merge_cases(tmp_path, variants)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _rank_merge_cases(tmp_path, variants):
+
+    g = torch.Generator().manual_seed(7)
+    shapes = {"tall": (700, 90), "wide": (40, 900), "long_rows": (20, streaming.CHUNK + 5), "vec": (3000,)}
+    base = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+
+    def update(shape):  # a fine-tuning update: a few strong directions and noise (a decaying spectrum)
+        if len(shape) == 1:
+            return 0.1 * torch.randn(shape, generator=g)
+        u, v = torch.randn(shape[0], 8, generator=g), torch.randn(8, shape[1], generator=g)
+        return (u * torch.logspace(0, -2, 8)) @ v / 8 + 1e-3 * torch.randn(shape, generator=g)
+
+    tuned = [{k: v + update(v.shape) for k, v in base.items()} for _ in range(2)]
+    bp = _raw(tmp_path / "b.safetensors", base)
+    tps = [_raw(tmp_path / f"t{i}.safetensors", t) for i, t in enumerate(tuned)]
+    lams = [0.7, -0.4]
+    out = load_file(merge_checkpoints(bp, tps, lams, tmp_path / "r.safetensors", rank=5))
+    both = load_file(merge_checkpoints(bp, tps, lams, tmp_path / "re.safetensors", rank=5, keep_entries=0.3))
+    for k, v in base.items():
+        ds = [t[k] - v for t in tuned]
+        if v.ndim == 1:  # a vector has no rank: kept whole
+            low = ds
+        else:
+            low = [variants.rank_k_fast(d, 5) for d in ds]
+        expected = v + sum(lam * d for lam, d in zip(lams, low))
+        torch.testing.assert_close(out[k], expected, rtol=0, atol=2e-5)
+        kept = [d * variants.entry_mask(d, 0.3) for d in low]
+        # entries after rank: the k-th largest of the low-rank products, which differ in the last bits, so an
+        # entry at the threshold may fall either side: at most a few in 10,000 differ
+        off = (both[k] - (v + sum(lam * d for lam, d in zip(lams, kept)))).abs() > 2e-5
+        assert off.float().mean() < 1e-4, (k, int(off.sum()))
+
+
+def test_variant_merge_with_many_tensors_keeps_the_file_order(tmp_path):
+    """A variant's output tensor is written while the next is computed: every tensor lands at its offset."""
+    g = torch.Generator().manual_seed(8)
+    base = {f"w{i}": torch.randn(300 + 10 * i, 250, generator=g) for i in range(6)}
+    base["ids"] = torch.arange(7)
+    tuned = {k: (v + 0.01 * torch.randn(v.shape, generator=g)) if v.is_floating_point() else v for k, v in base.items()}
+    bp, tp = _raw(tmp_path / "b.safetensors", base), _raw(tmp_path / "t.safetensors", tuned)
+    out = load_file(merge_checkpoints(bp, [tp], [1.0], tmp_path / "o.safetensors", keep_entries=1.0))
+    for k in base:
+        torch.testing.assert_close(out[k], tuned[k], rtol=0, atol=1e-6)
+
+
 # ---- acceptance: the fuzz test ---------------------------------------------------------------------------------------
 FUZZ_DTYPES = [
     torch.float32,

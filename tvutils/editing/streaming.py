@@ -36,7 +36,8 @@ for safetensors checkpoints, a single file or a sharded Hugging Face layout (``m
   full, read-only filesystem, …) included.
 
 Memory: the plain merge works in chunks of ``CHUNK`` elements (a few MB whatever the model); the variants
-(``rank``, ``keep_rows``, ``keep_entries``) need whole tensors: a few times the largest tensor. Pickle
+(``rank``, ``keep_rows``, ``keep_entries``) need whole tensors: four buffers of the largest tensor (BASE, Dᵢ,
+ACC in the work dtype; the output, written while the next tensor is computed) and the rank factors. Pickle
 checkpoints (``.bin``, ``.pt``, ``.ckpt``, …) are refused: unpickling runs arbitrary code.
 """
 
@@ -45,12 +46,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import importlib
 import json
 import math
 import os
 import secrets
 import shutil
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -68,7 +71,16 @@ from .checkpoint import (
     TensorInfo,
     check_same_layout,
 )
-from .variants import check_fraction, kept_count, kth_largest_magnitude, rank_k_factors, row_mask
+from .variants import (
+    SAMPLE,
+    check_fraction,
+    kept_count,
+    kth_largest_selection,
+    rank_k_factors,
+    row_mask,
+    sample_positions,
+    sketch_matrix,
+)
 
 CHUNK = 1 << 18  # elements per chunk of the plain merge (1 MB of float32: stays in the CPU's caches)
 OUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64"}
@@ -241,6 +253,14 @@ def _out_dtype(dtype: str | None) -> str | None:
     return name
 
 
+def _preload(module: str) -> None:
+    """Import a module in the background; an error is left for the import that needs it to report."""
+    try:
+        importlib.import_module(module)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def merge_checkpoints(
     base: str | Path,
     finetuned: Sequence[str | Path],
@@ -270,6 +290,8 @@ def merge_checkpoints(
     lams = _lambda_list(lambdas)
     out_dtype = _out_dtype(dtype)
     transform = delta_transform(rank, keep_rows, keep_entries)
+    if keep_entries is not None:  # load the compiled kernels (half a second) while the inputs are checked
+        threading.Thread(target=_preload, args=(f"{__package__}._select_kernel",), daemon=True).start()
     base_ck = Checkpoint(base)
     tuned = [Checkpoint(p) for p in finetuned]
     check_same_layout(base_ck, tuned)
@@ -409,7 +431,9 @@ class _Merger:
             fsync,
             log,
         )
-        self.threads = torch.get_num_threads()
+        # the variants' linear algebra: every core but the writer's (on two cores, a second BLAS thread that
+        # the writer preempts stalls both at each barrier: measured slower than one)
+        self.threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
         self.whole: dict[torch.dtype, tuple[torch.Tensor, ...] | None] = {}
         self.fds: dict[Path, int] = {}
         self.out_nbytes: dict[Path, int] = {}
@@ -417,6 +441,8 @@ class _Merger:
         self.pending: list[Future] = []
         self.slots = [torch.empty(CHUNK * 8, dtype=torch.uint8) for _ in range(4)]  # output chunks, in turn
         self.turn = 0
+        self.whole_out: torch.Tensor | None = None  # a variant's output tensor, written while the next is computed
+        self.whole_jobs: list[Future] = []
         self.bufs = [torch.empty(CHUNK * 8, dtype=torch.uint8) for _ in range(2)]  # base chunk, one tuned chunk
         self.work = {d: torch.empty(CHUNK, dtype=d) for d in (torch.float32, torch.float64)}
         self.work2 = {d: torch.empty(CHUNK, dtype=d) for d in (torch.float32, torch.float64)}
@@ -440,10 +466,28 @@ class _Merger:
         return view
 
     # writing
+    def _write(self, fd: int, data: torch.Tensor, path: Path) -> Future:
+        job = self.writer.submit(_write_all, fd, memoryview(data.numpy()), path)
+        self.pending.append(job)
+        return job
+
     def _submit(self, fd: int, data: torch.Tensor, path: Path) -> None:
-        self.pending.append(self.writer.submit(_write_all, fd, memoryview(data.numpy()), path))
-        if len(self.pending) >= len(self.slots):
-            self.pending.pop(0).result()  # the oldest slot is free again
+        """Write a slot's contents; returns once fewer jobs than slots are pending (the writer works in order, so
+        the slot used next is free again)."""
+        self._write(fd, data, path)
+        while len(self.pending) >= len(self.slots):
+            self.pending.pop(0).result()
+
+    def _whole_output(self, nbytes: int) -> torch.Tensor:
+        """The buffer a variant's output tensor is rounded into, once the writer is done with its last contents
+        (one tensor's output is written while the next tensor is computed)."""
+        for job in self.whole_jobs:
+            job.result()
+        self.whole_jobs.clear()
+        if self.whole_out is None or self.whole_out.numel() < nbytes:
+            self.whole_out = None
+            self.whole_out = torch.empty(nbytes, dtype=torch.uint8)
+        return self.whole_out[:nbytes]
 
     def _slot(self) -> torch.Tensor:
         slot = self.slots[self.turn]
@@ -609,53 +653,80 @@ class _Merger:
     def _whole(self, fd: int, path: Path, info: TensorInfo, key: str, out_dt: torch.dtype) -> None:
         """A variant needs each difference Dᵢ = Aᵢ − BASE whole; every pass over it is chunked (cache-sized).
 
-        Per fine-tuned model: Dᵢ into a full buffer (one pass, checked finite); the variant on it (rank: Dᵢ
-        overwritten by its low-rank product, row block by row block; rows: Dᵢ's rows masked in place; entries:
-        the k-th largest magnitude by ``kth_largest_magnitude``); then ACC += λᵢ·(kept part of Dᵢ), one pass.
-        Last, OUT = BASE + ACC, rounded once, chunk by chunk. Memory: three work-dtype buffers (BASE, read once;
-        Dᵢ; ACC) of the largest tensor's size, reused from tensor to tensor.
+        Per fine-tuned model: Dᵢ into a full buffer (one pass, checked finite; a matrix in blocks of whole rows,
+        each block, while in cache, also multiplied into the rank sketch Y = Dᵢ·G, or gathered into the sample
+        of ``kth_largest_selection``); the variant on it (rank: ``rank_k_factors`` from Y; rows: Dᵢ's rows
+        masked in place; entries: the k-th largest magnitude and its ties by ``kth_largest_selection``); then
+        ACC += λᵢ·(kept part of Dᵢ), one pass. Last, OUT = BASE + ACC, rounded once, chunk by chunk. Rank
+        alone keeps only each Dᵢ's factors and forms ACC block by block in that last pass. OUT is rounded into
+        a buffer of its own that the writer thread writes while the next tensor is computed. Memory: three
+        work-dtype buffers (BASE, read once; Dᵢ; ACC) and the output buffer, of the largest tensor's size,
+        reused from tensor to tensor.
         """
         dt = DTYPES[info.dtype]
         work_dt = torch.float64 if torch.float64 in (dt, out_dt) else torch.float32
         numel, isz = info.numel, dt.itemsize
         d, acc, base = self._whole_buffers(work_dt, numel)
-        for s in range(0, numel, CHUNK):  # BASE is read once, into memory
-            n = min(CHUNK, numel - s)
+        rank, keep_rows, keep_entries = self.transform
+        rows = info.shape[0] if len(info.shape) >= 2 else 0
+        cols = numel // rows if rows else numel
+        step = max(1, CHUNK // cols) * cols if rows and cols <= CHUNK else CHUNK  # whole rows where they fit
+        g = sketch_matrix(rows, cols, rank, work_dt) if rank is not None and rows else None
+        sketch = None if g is None or cols > CHUNK else torch.empty(max(rows, cols), g.shape[1], dtype=work_dt)
+        rank_alone = rank is not None and rows and keep_rows is None and keep_entries is None and cols <= CHUNK
+        k = numel if keep_entries is None else kept_count(keep_entries, numel)
+        positions = sample_positions(numel) if rank is None and keep_rows is None and 0 < k < numel else None
+        if positions is not None and numel > 4 * SAMPLE:
+            sample = torch.empty(len(range(positions.start, numel, positions.step)), dtype=work_dt)
+        else:
+            positions = sample = None
+        for s in range(0, numel, step):  # BASE is read once, into memory
+            n = min(step, numel - s)
             base[s : s + n].copy_(self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt]))
             if not self.allow:
                 self._check_finite(base[s : s + n], info, key, s * isz, n)
-        rank, keep_rows, keep_entries = self.transform
+        factors = []
         for i, (ck, lam) in enumerate(zip(self.tuned, self.lambdas)):
-            for s in range(0, numel, CHUNK):
-                n = min(CHUNK, numel - s)
+            for s in range(0, numel, step):
+                n = min(step, numel - s)
                 a = self._as_work(ck.tensors[key], s, n, self.bufs[1], self.work2[work_dt])
                 torch.sub(a, base[s : s + n], out=d[s : s + n])
                 if not self.allow:
                     self._check_finite(d[s : s + n], info, key, s * isz, n)
-            matrix = d.view(info.shape[0], -1) if len(info.shape) >= 2 else None
+                if sketch is not None:  # Y = D·G (rows ≥ cols) or Dᵀ·G, from this block of rows
+                    block, r = d[s : s + n].view(-1, cols), s // cols
+                    if rows >= cols:
+                        torch.matmul(block, g, out=sketch[r : r + block.shape[0]])
+                    else:
+                        sketch.addmm_(block.T, g[r : r + block.shape[0]], beta=0.0 if s == 0 else 1.0)
+                if sample is not None:  # the sampled entries of this chunk
+                    first = positions.start + max(0, -(-(s - positions.start) // positions.step)) * positions.step
+                    if first < s + n:
+                        at = (first - positions.start) // positions.step
+                        part = d[first : s + n : positions.step]
+                        sample[at : at + part.numel()].copy_(part)
+            matrix = d.view(rows, cols) if rows else None
             threads = torch.get_num_threads()
-            torch.set_num_threads(self.threads)  # the linear algebra is compute-bound: every thread
+            torch.set_num_threads(self.threads)  # the linear algebra is compute-bound: every core but the writer's
             try:
-                factors = None
                 if rank is not None and matrix is not None:
-                    left, right = (f.to(work_dt) for f in rank_k_factors(matrix, rank))
-                    factors = left, right
-                    if keep_rows is not None or keep_entries is not None:  # the next variant needs it whole
-                        self._low_rank_into(matrix, left, right, lam=None, acc=None, first=False)
-                        factors = None
-                if factors is not None:  # rank alone: ACC += λ·left·right, row block by row block
-                    self._low_rank_into(None, *factors, lam=lam, acc=acc.view(matrix.shape), first=i == 0)
-                    continue
+                    left, right = (f.to(work_dt) for f in rank_k_factors(matrix, rank, sketch=sketch))
+                    if rank_alone:  # ACC is formed in the last pass
+                        factors.append((lam, left, right))
+                        continue
+                    if keep_rows is None and keep_entries is None:  # a row longer than a chunk: ACC += λ·left·right
+                        self._low_rank_into(None, left, right, lam=lam, acc=acc.view(matrix.shape), first=i == 0)
+                        continue
+                    self._low_rank_into(matrix, left, right, lam=None, acc=None, first=False)  # the next needs it
                 if keep_rows is not None and matrix is not None:
                     matrix.mul_(row_mask(matrix, keep_rows).to(work_dt)[:, None])
             finally:
                 torch.set_num_threads(threads)
-            k = numel if keep_entries is None else kept_count(keep_entries, numel)
             if 0 < k < numel:
                 from ._select_kernel import accumulate_kept
 
-                thr, above = kth_largest_magnitude(d, k)
-                accumulate_kept(d.numpy(), thr, k - above, lam, acc.numpy(), i == 0)
+                thr, _, ties = kth_largest_selection(d, k, sample=sample)
+                accumulate_kept(d.numpy(), thr, ties.numpy(), lam, acc.numpy(), i == 0)
             elif k == 0:
                 if i == 0:
                     acc.zero_()
@@ -663,15 +734,20 @@ class _Merger:
                 torch.mul(d, lam, out=acc)
             else:
                 acc.add_(d, alpha=lam)
-        for s in range(0, numel, CHUNK):
-            n = min(CHUNK, numel - s)
+        osz = out_dt.itemsize
+        outs = self._whole_output(numel * osz)
+        for s in range(0, numel, step):
+            n = min(step, numel - s)
+            if factors:  # rank alone: this block of ACC = Σᵢ λᵢ·leftᵢ·rightᵢ
+                r, part = s // cols, acc[s : s + n].view(-1, cols)
+                for i, (lam, left, right) in enumerate(factors):
+                    part.addmm_(left[r : r + part.shape[0]], right, beta=0.0 if i == 0 else 1.0, alpha=lam)
             part = acc[s : s + n].add_(base[s : s + n])
-            slot = self._slot()
-            out = slot[: n * out_dt.itemsize].view(out_dt)
+            out = outs[s * osz : (s + n) * osz].view(out_dt)
             out.copy_(part)  # the one rounding to the output dtype
             if not self.allow:
                 self._check_finite(part if out_dt == work_dt else out, info, key, s * isz, n)
-            self._submit(fd, slot[: n * out_dt.itemsize], path)
+            self.whole_jobs.append(self._write(fd, outs[s * osz : (s + n) * osz], path))
 
 
 __all__ = ["CHUNK", "OUT_DTYPES", "DTYPE_NAMES", "clean_leftovers", "delta_transform", "merge_checkpoints"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .task_vector import TaskVector
@@ -89,30 +90,42 @@ RANK_OVERSAMPLE = 10
 RANK_POWER_ITERATIONS = 1
 
 
-def rank_k_factors(t: torch.Tensor, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def sketch_matrix(rows: int, cols: int, k: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor | None:
+    """The seeded Gaussian test matrix G (short side × (k + 10)) with which ``rank_k_factors`` sketches a
+    (rows, cols) matrix M as Y = M·G (rows ≥ cols) or Mᵀ·G (rows < cols); None where it takes the exact SVD.
+    A caller that has M in pieces (row blocks) may form Y itself and pass it as ``sketch``."""
+    q = k + RANK_OVERSAMPLE
+    if q >= min(rows, cols):
+        return None
+    return torch.randn(min(rows, cols), q, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def rank_k_factors(
+    t: torch.Tensor, k: int, seed: int = 0, sketch: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors (left: rows × k, right: k × rest) of ``rank_k_fast(t, k)``, whose product is that approximation.
 
     Where k + 10 ≥ the smaller dimension: the exact truncated SVD (as ``rank_k``, in float64). Otherwise
     randomized subspace iteration (Halko, Martinsson & Tropp 2011, Alg. 4.4): a seeded Gaussian test matrix of
-    k + 10 columns, one power iteration re-orthonormalised by QR, in float32 (float64 for float64 tensors), then
-    the exact SVD of the small projected matrix: O(rows·cols·k) instead of a full SVD's O(rows·cols·min).
+    k + 10 columns (``sketch_matrix``), one power iteration re-orthonormalised by QR, in float32 (float64 for
+    float64 tensors), then the exact SVD of the small projected matrix: O(rows·cols·k) instead of a full SVD's
+    O(rows·cols·min). ``sketch``: the product Y of the matrix and its test matrix, formed by the caller.
     """
     if k < 1:
         raise ValueError(f"rank k must be ≥ 1, got {k}")
     m = as_matrix(t)
     rows, cols = m.shape
-    q = k + RANK_OVERSAMPLE
-    if q >= min(rows, cols):
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    g = sketch_matrix(rows, cols, k, dtype, seed) if sketch is None else None
+    if sketch is None and g is None:
         u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
         k = min(k, s.numel())
         return u[:, :k] * s[:k], vh[:k]
-    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
     m = m.to(dtype)
     flip = rows < cols
     if flip:
         m = m.T
-    g = torch.randn(m.shape[1], q, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-    y = m @ g
+    y = m @ g if sketch is None else sketch
     for _ in range(RANK_POWER_ITERATIONS):
         y = torch.linalg.qr(y).Q
         y = m @ torch.linalg.qr(m.T @ y).Q
@@ -136,13 +149,25 @@ def rank_k_fast(t: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
 SAMPLE = 16384  # magnitudes sampled to bracket the k-th largest
 
 
-def kth_largest_magnitude(t: torch.Tensor, k: int) -> tuple[float, int]:
-    """(the k-th largest |t|, how many entries are larger), exactly, for 1 ≤ k ≤ numel; fast on large tensors.
+def sample_positions(n: int) -> slice:
+    """The flat positions whose magnitudes bracket the k-th largest of n entries (a stride of n // SAMPLE, from
+    its middle): ``kth_largest_selection`` reads them, or takes them from a caller that gathered them already."""
+    stride = n // SAMPLE
+    return slice(stride // 2, n, stride)
 
-    A strided sample of 16,384 magnitudes brackets the k-th (6 standard deviations of the sample's rank either
-    side); one compiled pass (``_select_kernel.bracket``) counts the entries above the bracket and keeps those
-    inside it, among which the k-th is selected. Where the bracket misses (rare; ties, adversarial layouts) the
-    whole tensor is selected from instead: the result is exact either way.
+
+def kth_largest_selection(
+    t: torch.Tensor, k: int, sample: torch.Tensor | None = None
+) -> tuple[float, int, torch.Tensor]:
+    """(thr, above, ties) for 1 ≤ k ≤ numel, exactly: the k-th largest |t|, how many entries are larger, and the
+    ascending flat indices of the first k − above entries with |t| = thr. {|t| > thr} and ``ties`` are the k
+    entries a stable sort by magnitude keeps (``entry_mask``); fast on large tensors.
+
+    A strided sample of 16,384 magnitudes (``sample_positions``; ``sample``: those entries of t, gathered by
+    the caller) brackets the k-th (6 standard deviations of the sample's rank either side); one compiled pass
+    (``_select_kernel.bracket``) counts the entries above the bracket and keeps those inside it, among which
+    the k-th is selected. Where the bracket misses (rare; ties, adversarial layouts) the whole tensor is
+    selected from instead: the result is exact either way.
     """
     flat = t.reshape(-1)
     n = flat.numel()
@@ -151,13 +176,15 @@ def kth_largest_magnitude(t: torch.Tensor, k: int) -> tuple[float, int]:
     if n > 4 * SAMPLE and flat.dtype in (torch.float32, torch.float64) and flat.is_contiguous():
         from ._select_kernel import bracket
 
-        stride = n // SAMPLE
-        sample = flat[stride // 2 :: stride].abs().sort(descending=True).values
-        size = sample.numel()
+        mags = (flat[sample_positions(n)] if sample is None else sample).abs().numpy()
+        size = mags.size
         j = k / n * size
         margin = 6 * math.sqrt(max(j * (1 - k / n), 1.0)) + 16
-        hi = float(sample[int(j - margin)]) if j - margin >= 0 else math.inf
-        lo = float(sample[int(j + margin)]) if j + margin < size else -1.0
+        # the sample's (j − margin)-th and (j + margin)-th largest (partial sorts: ascending position size − 1 − i)
+        top, bottom = size - 1 - int(j - margin), size - 1 - int(j + margin)
+        order = np.partition(mags, [i for i in (bottom, top) if 0 <= i < size]) if size else mags
+        hi = float(order[top]) if j - margin >= 0 else math.inf
+        lo = float(order[bottom]) if j + margin < size else -1.0
         room = int((2 * margin + 2) / size * n * 1.5) + 4096
         idx = torch.empty(room, dtype=torch.int64)
         val = torch.empty(room, dtype=flat.dtype)
@@ -165,10 +192,18 @@ def kth_largest_magnitude(t: torch.Tensor, k: int) -> tuple[float, int]:
         if n_cand <= room and above < k <= above + n_cand:
             cand = val[:n_cand]
             thr = cand.kthvalue(n_cand - (k - above) + 1).values
-            return float(thr), above + int((cand > thr).sum())
+            above += int((cand > thr).sum())
+            return float(thr), above, idx[:n_cand][cand == thr][: k - above].clone()
     mag = flat.abs()
     thr = mag.kthvalue(n - k + 1).values
-    return float(thr), int((mag > thr).sum())
+    above = int((mag > thr).sum())
+    return float(thr), above, (mag == thr).nonzero().reshape(-1)[: k - above].clone()
+
+
+def kth_largest_magnitude(t: torch.Tensor, k: int) -> tuple[float, int]:
+    """(the k-th largest |t|, how many entries are larger): ``kth_largest_selection`` without the ties."""
+    thr, above, _ = kth_largest_selection(t, k)
+    return thr, above
 
 
 def entry_mask_fast(t: torch.Tensor, keep: float) -> torch.Tensor:
@@ -178,11 +213,9 @@ def entry_mask_fast(t: torch.Tensor, keep: float) -> torch.Tensor:
     k = kept_count(keep, n)
     if k in (0, n):
         return torch.full(t.shape, k == n, dtype=torch.bool)
-    thr, above = kth_largest_magnitude(flat, k)
-    mag = flat.abs()
-    mask = mag > thr
-    ties = (mag == thr).nonzero().reshape(-1)
-    mask[ties[: k - above]] = True  # the first positions among the ties, as a stable sort takes them
+    thr, _, ties = kth_largest_selection(flat, k)
+    mask = flat.abs() > thr
+    mask[ties] = True  # the first positions among the ties, as a stable sort takes them
     return mask.reshape(t.shape)
 
 
