@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..chapter.cost import DEVICES, Device  # noqa: F401  (Device: re-exported, part of this module's API)
 from ..chapter.paths import atomic_write_bytes, cache_dir
 from ..chapter.runtime import fingerprint
 from ..chapter.stats import bootstrap_mean, difference_of_relative_changes, relative_change
@@ -193,21 +194,7 @@ def cached_scores(
 
 
 # ---- the work of a run, and its time on a T4 and an A100 ---------------------------------------------------
-@dataclass(frozen=True)
-class Device:
-    """Sustained fp32 throughput assumed for a device: FLOP/s of large matrix products, bytes/s of memory."""
-
-    name: str
-    flops: float
-    bandwidth: float
-
-
-# 40 % of the data-sheet fp32 peak (PyTorch's default fp32 matmul, no TF32) and 70 % of the memory bandwidth
-DEVICES = (
-    Device("T4 (fp32: 40 % of 8.1 TFLOP/s, 70 % of 320 GB/s)", 0.4 * 8.1e12, 0.7 * 320e9),
-    Device("A100 (fp32: 40 % of 19.5 TFLOP/s, 70 % of 1.56 TB/s)", 0.4 * 19.5e12, 0.7 * 1555e9),
-    Device("1 CPU core (30 GFLOP/s, 10 GB/s)", 30e9, 10e9),
-)
+# Device and DEVICES (T4, A100, one CPU core; assumed throughputs): one definition, in tvutils.chapter.cost
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,92 @@
+"""Tests of tvutils.chapter.cost: the max rule, the plan table, the op counter, the devices."""
+
+import math
+
+import pytest
+import torch
+
+from tvutils.chapter.cost import (
+    A100,
+    CPU_CORE,
+    DEVICES,
+    T4,
+    Device,
+    Stage,
+    bound,
+    count_ops,
+    estimate_line,
+    minutes_text,
+    plan_table,
+    seconds,
+    totals,
+)
+
+
+def test_the_max_rule_picks_overhead_for_tiny_work_and_flops_for_large():
+    tiny = Stage("tiny", "", flops=1e6, calls=1000, ops_per_call=50)
+    large = Stage("large", "", flops=1e15, calls=10, ops_per_call=50)
+    assert bound(tiny, T4) == "overhead" and bound(large, T4) == "FLOPs"
+    assert seconds(tiny, T4) == pytest.approx(1000 * 50 * T4.op_overhead)
+    assert seconds(large, T4) == pytest.approx(1e15 / T4.flops)
+    assert seconds(large, A100) < seconds(large, T4)  # the A100 is faster at both bounds
+    assert seconds(tiny, A100) < seconds(tiny, T4)
+
+
+def test_memory_bound_and_cpu_stages_use_the_host():
+    reads = Stage("reads", "", bytes=1e12)
+    assert bound(reads, T4) == "memory" and seconds(reads, T4) == pytest.approx(1e12 / T4.bandwidth)
+    on_cpu = Stage("cpu", "", flops=3e10, where="cpu")
+    assert seconds(on_cpu, T4) == seconds(on_cpu, A100) == pytest.approx(1.0)  # 30 GFLOP/s host core
+    host = Device("fast host", 3e11, 1e10, 0.0)
+    assert seconds(on_cpu, T4, host) == pytest.approx(0.1)
+
+
+def test_stage_checks_its_fields():
+    with pytest.raises(ValueError, match="where"):
+        Stage("x", "", where="gpu")
+    with pytest.raises(ValueError, match="≥ 0"):
+        Stage("x", "", calls=-1)
+
+
+def test_plan_table_sums_and_doubles():
+    stages = [Stage("a", "", forward=10, training=4, flops=1e9, calls=100, ops_per_call=20),
+              Stage("b", "", forward=5, flops=3e9, calls=10, ops_per_call=80, where="cpu")]  # fmt: skip
+    table = plan_table(stages, unit="prompts")
+    assert list(table.index) == ["a", "b", "total"]
+    assert table.loc["total", "forward (prompts)"] == 15 and table.loc["total", "sequential calls"] == 110
+    assert table.loc["total", "GFLOP"] == pytest.approx(4.0)
+    assert table.loc["a", "runs on"] == "GPU" and table.loc["b", "runs on"] == "CPU"
+    for d in DEVICES:
+        col = f"minutes on {d.short}"
+        assert table.loc["total", col] == pytest.approx((seconds(stages[0], d) + seconds(stages[1], d)) / 60)
+    doubled = plan_table([Stage(s.stage, s.what, s.forward, s.training, 2 * s.flops, 2 * s.calls, s.ops_per_call,
+                                s.where) for s in stages])  # fmt: skip
+    assert doubled.loc["total", "minutes on T4"] == pytest.approx(2 * table.loc["total", "minutes on T4"])
+    assert totals(stages)["calls"] == 110
+    with pytest.raises(ValueError, match="at least one stage"):
+        plan_table([])
+
+
+def test_estimate_line_and_minutes_text():
+    table = plan_table([Stage("a", "", calls=600_000, ops_per_call=10)])  # 60 s on a T4, 36 s on an A100
+    line = estimate_line(table)
+    assert line.startswith("estimated (assumed throughputs, not measured): ")
+    assert "1.0 min on a T4" in line and "36 s on an A100" in line and "on 1 CPU core" in line
+    assert minutes_text(0.5) == "30 s" and minutes_text(12.34) == "12.3 min" and minutes_text(150) == "2.5 h"
+
+
+def test_count_ops_counts_dispatched_operations():
+    x = torch.ones(4, requires_grad=True)
+    one = count_ops(lambda: x * 2)
+    two = count_ops(lambda: (x * 2, x * 3))
+    assert one >= 1 and two == 2 * one
+    assert count_ops(lambda: (x * 2).sum().backward()) > count_ops(lambda: (x * 2).sum())  # backward counted
+
+
+def test_devices_are_the_assumed_constants():
+    # 07's printed estimate depends on these (40 % of the fp32 peaks, 70 % of the bandwidths)
+    assert T4.flops == 0.4 * 8.1e12 and A100.flops == 0.4 * 19.5e12 and CPU_CORE.flops == 30e9
+    assert T4.bandwidth == 0.7 * 320e9 and A100.bandwidth == 0.7 * 1555e9
+    assert T4.short == "T4" and A100.short == "A100" and CPU_CORE.short == "1 CPU core"
+    assert all(d.op_overhead > 0 for d in DEVICES) and T4.op_overhead > A100.op_overhead
+    assert not math.isnan(T4.flops)
