@@ -682,7 +682,10 @@ class _Merger:
             positions = sample = None
         for s in range(0, numel, step):  # BASE is read once, into memory
             n = min(step, numel - s)
-            base[s : s + n].copy_(self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt]))
+            if dt == work_dt:  # straight into the buffer
+                self._read(info, s * isz, n * isz, base[s : s + n].view(torch.uint8))
+            else:
+                base[s : s + n].copy_(self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt]))
             if not self.allow:
                 self._check_finite(base[s : s + n], info, key, s * isz, n)
         factors = []
@@ -734,14 +737,16 @@ class _Merger:
                 torch.mul(d, lam, out=acc)
             else:
                 acc.add_(d, alpha=lam)
+        if factors:  # one product for all: [λ₁·left₁ | λ₂·left₂ | …] · [right₁; right₂; …]
+            lefts = torch.cat([lam * left for lam, left, _ in factors], dim=1)
+            rights = torch.cat([right for _, _, right in factors], dim=0)
         osz = out_dt.itemsize
         outs = self._whole_output(numel * osz)
         for s in range(0, numel, step):
             n = min(step, numel - s)
             if factors:  # rank alone: this block of ACC = Σᵢ λᵢ·leftᵢ·rightᵢ
                 r, part = s // cols, acc[s : s + n].view(-1, cols)
-                for i, (lam, left, right) in enumerate(factors):
-                    part.addmm_(left[r : r + part.shape[0]], right, beta=0.0 if i == 0 else 1.0, alpha=lam)
+                torch.matmul(lefts[r : r + part.shape[0]], rights, out=part)
             part = acc[s : s + n].add_(base[s : s + n])
             out = outs[s * osz : (s + n) * osz].view(out_dt)
             out.copy_(part)  # the one rounding to the output dtype
