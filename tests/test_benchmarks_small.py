@@ -44,3 +44,18 @@ def test_bench_merge_tiny(tmp_path):
     assert set(out["results"]) == set(methods)
     assert out["errors"]["stream"] < 1e-6
     assert not (tmp_path / "bench").exists()
+
+
+def test_bench_cost_tiny(monkeypatch):
+    """The per-op timing of bench_cost.py on a few SGD steps: a positive cost and the ops a step dispatches."""
+    monkeypatch.setenv("TVUTILS_PROGRESS", "0")
+    from types import SimpleNamespace
+
+    from tvutils.icl.config import ICL_DEFAULTS, setting
+    from tvutils.icl.data import both_ways_cycle_tasks
+    from tvutils.icl.experiments import pretrained
+
+    bench = _load("bench_cost")
+    data_cfg, learner_cfg, train_cfg = setting(SimpleNamespace(**ICL_DEFAULTS))
+    seconds, ops = bench.per_op(pretrained(learner_cfg, 0), both_ways_cycle_tasks(4), data_cfg, train_cfg, 3, 1)
+    assert 0 < seconds < 1e-2 and ops > 10

@@ -70,7 +70,7 @@ def test_plan_table_sums_and_doubles():
 def test_estimate_line_and_minutes_text():
     table = plan_table([Stage("a", "", calls=600_000, ops_per_call=10)])  # 60 s on a T4, 36 s on an A100
     line = estimate_line(table)
-    assert line.startswith("estimated (assumed throughputs, not measured): ")
+    assert line.startswith("estimated (GPU throughputs assumed, not measured): ")
     assert "1.0 min on a T4" in line and "36 s on an A100" in line and "on 1 CPU core" in line
     assert minutes_text(0.5) == "30 s" and minutes_text(12.34) == "12.3 min" and minutes_text(150) == "2.5 h"
 
@@ -90,3 +90,12 @@ def test_devices_are_the_assumed_constants():
     assert T4.short == "T4" and A100.short == "A100" and CPU_CORE.short == "1 CPU core"
     assert all(d.op_overhead > 0 for d in DEVICES) and T4.op_overhead > A100.op_overhead
     assert not math.isnan(T4.flops)
+
+
+def test_overhead_line_says_which_costs_are_measured():
+    from tvutils.chapter.cost import overhead_line
+
+    line = overhead_line()
+    assert line.startswith("per torch operation: ")
+    assert "T4 (assumed)" in line and "A100 (assumed)" in line
+    assert f"{CPU_CORE.op_overhead * 1e6:g} µs on 1 CPU core (measured, benchmarks/bench_cost.py)" in line

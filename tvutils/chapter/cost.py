@@ -45,11 +45,14 @@ class Device:
 
 
 # 40 % of the data-sheet fp32 peak (PyTorch's default fp32 matmul, no TF32) and 70 % of the memory bandwidth;
-# per op (ASSUMED): 10 µs on a T4 (Colab's 2-vCPU host), 6 µs on an A100 (a faster host), 3 µs on a CPU core
-# (dispatch alone, no launch).
+# per op: 10 µs on a T4 (ASSUMED: Colab's 2-vCPU host), 6 µs on an A100 (ASSUMED: a faster host), and 15 µs on a
+# CPU core, MEASURED: benchmarks/bench_cost.py times SGD steps of chapter 09's learner on the CI machine (2-core
+# EPYC, 2026-12-02): 14.4 µs per op (138 ops a step; an Adam step of chapter 10's GPT-2: 39.7 µs per op, where
+# the arithmetic counts too). A bare op's dispatch is about 3 µs; autograd and the batch's own work make the rest.
 T4 = Device("T4 (fp32: 40 % of 8.1 TFLOP/s, 70 % of 320 GB/s)", 0.4 * 8.1e12, 0.7 * 320e9, 10e-6)
 A100 = Device("A100 (fp32: 40 % of 19.5 TFLOP/s, 70 % of 1.56 TB/s)", 0.4 * 19.5e12, 0.7 * 1555e9, 6e-6)
-CPU_CORE = Device("1 CPU core (30 GFLOP/s, 10 GB/s)", 30e9, 10e9, 3e-6)
+CPU_CORE = Device("1 CPU core (30 GFLOP/s, 10 GB/s)", 30e9, 10e9, 15e-6)
+OP_OVERHEAD_SOURCE = {"T4": "assumed", "A100": "assumed", "1 CPU core": "measured, benchmarks/bench_cost.py"}
 DEVICES = (T4, A100, CPU_CORE)
 TRAINING_FACTOR = 3  # a training pass (forward + backward) ≈ 3 forward passes of arithmetic
 
@@ -128,7 +131,7 @@ def minutes_text(minutes: float) -> str:
 
 
 def estimate_line(table: pd.DataFrame, devices: Sequence[Device] = DEVICES) -> str:
-    """One line with the total time per device, e.g. 'estimated (assumed throughputs, not measured): 12.3 min on
+    """One line with the total time per device, e.g. 'estimated (GPU throughputs assumed, not measured): 12.3 min on
     a T4, 5.0 min on an A100, 2.1 h on 1 CPU core'."""
     total = table.loc["total"]
 
@@ -136,7 +139,14 @@ def estimate_line(table: pd.DataFrame, devices: Sequence[Device] = DEVICES) -> s
         return d.short if d.short[0].isdigit() else f"{'an' if d.short[0] in 'AEIOU' else 'a'} {d.short}"
 
     parts = [f"{minutes_text(total[f'minutes on {d.short}'])} on {where(d)}" for d in devices]
-    return "estimated (assumed throughputs, not measured): " + ", ".join(parts)
+    return "estimated (GPU throughputs assumed, not measured): " + ", ".join(parts)
+
+
+def overhead_line(devices: Sequence[Device] = DEVICES) -> str:
+    """The per-operation costs the estimate uses and where each comes from, e.g. 'per torch operation: 10 µs on
+    a T4 (assumed), …, 15 µs on 1 CPU core (measured, benchmarks/bench_cost.py)'."""
+    parts = [f"{d.op_overhead * 1e6:g} µs on {d.short} ({OP_OVERHEAD_SOURCE.get(d.short, 'assumed')})" for d in devices]
+    return "per torch operation: " + ", ".join(parts)
 
 
 def count_ops(fn: Callable[[], Any]) -> int:
