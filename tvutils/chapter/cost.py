@@ -13,9 +13,10 @@ that on a GPU each step is a few dozen tiny kernels, each costing its launch and
 size. Taking the larger (not the sum) assumes the two overlap (CUDA runs asynchronously); it is a lower estimate
 where they do not.
 
-Every device constant below is ASSUMED, not measured (no GPU was available where the book was written): the
+The GPUs' constants below are ASSUMED, not measured (no GPU was available where the book was written): the
 fp32 FLOP/s and bandwidth are fractions of the data sheets' peaks, and the per-op overhead is the usual order of
-PyTorch eager dispatch plus a CUDA launch on the host CPUs Colab pairs with those GPUs.
+PyTorch eager dispatch plus a CUDA launch on the host CPUs Colab pairs with those GPUs. One CPU core's per-op
+cost is measured (``benchmarks/bench_cost.py``); each ``Device`` says which (``op_source``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Device:
     flops: float
     bandwidth: float
     op_overhead: float = 0.0
+    op_source: str = "assumed"  # where op_overhead comes from
 
     @property
     def short(self) -> str:
@@ -51,8 +53,7 @@ class Device:
 # the arithmetic counts too). A bare op's dispatch is about 3 µs; autograd and the batch's own work make the rest.
 T4 = Device("T4 (fp32: 40 % of 8.1 TFLOP/s, 70 % of 320 GB/s)", 0.4 * 8.1e12, 0.7 * 320e9, 10e-6)
 A100 = Device("A100 (fp32: 40 % of 19.5 TFLOP/s, 70 % of 1.56 TB/s)", 0.4 * 19.5e12, 0.7 * 1555e9, 6e-6)
-CPU_CORE = Device("1 CPU core (30 GFLOP/s, 10 GB/s)", 30e9, 10e9, 15e-6)
-OP_OVERHEAD_SOURCE = {"T4": "assumed", "A100": "assumed", "1 CPU core": "measured, benchmarks/bench_cost.py"}
+CPU_CORE = Device("1 CPU core (30 GFLOP/s, 10 GB/s)", 30e9, 10e9, 15e-6, "measured, benchmarks/bench_cost.py")
 DEVICES = (T4, A100, CPU_CORE)
 TRAINING_FACTOR = 3  # a training pass (forward + backward) ≈ 3 forward passes of arithmetic
 
@@ -84,6 +85,11 @@ class Stage:
             raise ValueError(f"stage {self.stage!r}: counts must be ≥ 0, got {self}")
 
 
+def evaluations(steps: int, every: int) -> int:
+    """How many evaluations a training of ``steps`` steps makes, one every ``every`` steps and one at the end."""
+    return steps // every + (steps % every != 0)
+
+
 def seconds(stage: Stage, device: Device, host: Device = CPU_CORE) -> float:
     """The stage's time on ``device`` (``host`` for a stage that stays on the CPU): the larger of its FLOP,
     memory and per-op overhead bounds (see the module docstring)."""
@@ -102,7 +108,8 @@ def bound(stage: Stage, device: Device, host: Device = CPU_CORE) -> str:
 def plan_table(
     stages: Sequence[Stage], devices: Sequence[Device] = DEVICES, unit: str = "samples", device_name: str = "GPU"
 ) -> pd.DataFrame:
-    """The plan as a table, one row a stage plus a total: what it runs on, its counts, and minutes per device.
+    """The plan as a table, one row a stage plus a total: what it runs on, its counts, minutes per device, and
+    which bound (``bound``) sets each stage's time on the first device.
 
     ``device_name`` names where a "device" stage runs ("cpu" when the run is given no accelerator)."""
     if not stages:
@@ -114,10 +121,13 @@ def plan_table(
                "sequential calls": s.calls, "ops per call": s.ops_per_call}  # fmt: skip
         for d in devices:
             row[f"minutes on {d.short}"] = seconds(s, d) / 60
+        row[f"bound on {devices[0].short}"] = bound(s, devices[0])
         rows.append(row)
     table = pd.DataFrame(rows)
-    sums = table.drop(columns=["stage", "what", "runs on", "ops per call"]).sum()
-    table.loc[len(table)] = {"stage": "total", "what": "", "runs on": "", "ops per call": math.nan, **sums.to_dict()}
+    bound_col = f"bound on {devices[0].short}"
+    sums = table.drop(columns=["stage", "what", "runs on", "ops per call", bound_col]).sum()
+    table.loc[len(table)] = {"stage": "total", "what": "", "runs on": "", "ops per call": math.nan, bound_col: "",
+                             **sums.to_dict()}  # fmt: skip
     counts = [f"forward ({unit})", f"training ({unit}, fwd + bwd)", "sequential calls"]
     table[counts] = table[counts].round().astype("int64")
     return table.set_index("stage")
@@ -145,7 +155,7 @@ def estimate_line(table: pd.DataFrame, devices: Sequence[Device] = DEVICES) -> s
 def overhead_line(devices: Sequence[Device] = DEVICES) -> str:
     """The per-operation costs the estimate uses and where each comes from, e.g. 'per torch operation: 10 µs on
     a T4 (assumed), …, 15 µs on 1 CPU core (measured, benchmarks/bench_cost.py)'."""
-    parts = [f"{d.op_overhead * 1e6:g} µs on {d.short} ({OP_OVERHEAD_SOURCE.get(d.short, 'assumed')})" for d in devices]
+    parts = [f"{d.op_overhead * 1e6:g} µs on {d.short} ({d.op_source})" for d in devices]
     return "per torch operation: " + ", ".join(parts)
 
 

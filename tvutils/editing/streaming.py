@@ -675,11 +675,9 @@ class _Merger:
         sketch = None if g is None or cols > CHUNK else torch.empty(max(rows, cols), g.shape[1], dtype=work_dt)
         rank_alone = rank is not None and rows and keep_rows is None and keep_entries is None and cols <= CHUNK
         k = numel if keep_entries is None else kept_count(keep_entries, numel)
-        positions = sample_positions(numel) if rank is None and keep_rows is None and 0 < k < numel else None
-        if positions is not None and numel > 4 * SAMPLE:
-            sample = torch.empty(len(range(positions.start, numel, positions.step)), dtype=work_dt)
-        else:
-            positions = sample = None
+        gather = rank is None and keep_rows is None and 0 < k < numel and numel > 4 * SAMPLE  # entries alone
+        positions = sample_positions(numel) if gather else None
+        sample = torch.empty(len(range(numel)[positions]), dtype=work_dt) if gather else None
         for s in range(0, numel, step):  # BASE is read once, into memory
             n = min(step, numel - s)
             if dt == work_dt:  # straight into the buffer
@@ -702,12 +700,10 @@ class _Merger:
                         torch.matmul(block, g, out=sketch[r : r + block.shape[0]])
                     else:
                         sketch.addmm_(block.T, g[r : r + block.shape[0]], beta=0.0 if s == 0 else 1.0)
-                if sample is not None:  # the sampled entries of this chunk
-                    first = positions.start + max(0, -(-(s - positions.start) // positions.step)) * positions.step
-                    if first < s + n:
-                        at = (first - positions.start) // positions.step
-                        part = d[first : s + n : positions.step]
-                        sample[at : at + part.numel()].copy_(part)
+                if sample is not None:  # the sampled entries of this chunk: sample[j] is entry start + j·step
+                    j = max(0, -(-(s - positions.start) // positions.step))  # the first at or after s
+                    part = d[positions.start + j * positions.step : s + n : positions.step]
+                    sample[j : j + part.numel()].copy_(part)
             matrix = d.view(rows, cols) if rows else None
             threads = torch.get_num_threads()
             torch.set_num_threads(self.threads)  # the linear algebra is compute-bound: every core but the writer's

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..chapter.cost import TRAINING_FACTOR, Stage, count_ops
+from ..chapter.cost import TRAINING_FACTOR, Stage, count_ops, evaluations
 from . import seeds
 from .config import gpt2_setting, setting
 from .data import (
@@ -81,14 +81,10 @@ def ops_per_evaluation(model: torch.nn.Module, data_cfg: DataConfig, tasks: Sequ
     return count_ops(lambda: error_grid(model, pats, list(tasks), [0.8], [4], 4, data_cfg, 0))
 
 
-def _evaluations(steps: int, every: int) -> int:
-    return steps // every + (steps % every != 0)
-
-
 # ---- stages -----------------------------------------------------------------------------------------------------
 def _training(stage: str, what: str, runs: int, cfg: TrainConfig, flops: float, n_val: int, val_flops: float,
               ops: tuple[int, int], where: str) -> Stage:  # fmt: skip
-    evals = _evaluations(cfg.steps, cfg.eval_every)
+    evals = evaluations(cfg.steps, cfg.eval_every)
     calls = cfg.steps + evals
     return Stage(stage, what, forward=runs * evals * n_val, training=runs * cfg.steps * cfg.batch_size,
                  flops=runs * (TRAINING_FACTOR * cfg.steps * cfg.batch_size * flops + evals * n_val * val_flops),
@@ -184,7 +180,7 @@ def mechanism_pruning(P: SimpleNamespace | Any) -> list[Stage]:
     f = lambda length: learner_flops(lc, length)  # noqa: E731
     S, n, ft = len(P.seeds), P.n_test, f(P.test_length)
     per_curve = lambda F, draws: 2 * F + F * draws  # smallest- and largest-first once, random `draws` times  # noqa: E731
-    snaps = _evaluations(tc.steps, tc.eval_every)
+    snaps = evaluations(tc.steps, tc.eval_every)
     curve = per_curve(len(P.fractions), P.draws)
     stages = [
         _training("learner training", f"{S} seeds × {tc.steps} steps of {tc.batch_size}", S, tc, f(tc.length),

@@ -39,6 +39,7 @@ from .model import OneLayerTransformer, loss_and_error
 # maximum over all u tokens, not only those present in a sample) keeps full float32 precision.
 _MAX_SCORE_SPREAD = 40.0
 _BLOCK_BYTES = 1 << 20  # work on blocks of about 1 MiB: they stay in cache
+GPU_BLOCK_BYTES = 1 << 28  # merged_outputs_on: a GPU wants whole test sets per pass, not cache-sized blocks
 _POINTS_PER_CALL = 512  # grid points per call of the compiled by-token loop
 T = TypeVar("T")
 
@@ -127,7 +128,7 @@ def merged_outputs_on(
     Ws = torch.stack([model0.W.detach()] + [tv.deltas["W"] for tv in task_vectors]).to(device)  # (1+k, d, d)
     Vs = torch.stack([model0.V.detach()] + [tv.deltas["V"] for tv in task_vectors]).to(device)  # (1+k, m, d)
     engine = _ByPosition(X.detach().float().to(device), Ws, Vs, model0.a.to(device))
-    engine.block_bytes = 1 << 28  # a GPU wants whole test sets per pass, not cache-sized blocks
+    engine.block_bytes = GPU_BLOCK_BYTES
     return engine.run(coef, chunk)
 
 

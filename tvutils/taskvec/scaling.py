@@ -32,12 +32,14 @@ from .boundaries import Thresholds, fit_thresholds, lower_limit, lowest_success,
 from .config import Setting, setting
 from .data import DataConfig, Task, ood_tasks, task_pair
 from .experiments import FineTuned, fresh_set, pretrained
-from .grid import evaluate_merges, grid_points, merged_outputs_on
+from .grid import GPU_BLOCK_BYTES, evaluate_merges, grid_points, merged_outputs_on
 from .low_rank import truncation_error
 from .model import OneLayerTransformer, loss_and_error
 from .sparsity import TwoGroups, row_norms, two_groups
 from .theorems import lambda_grid, learned_threshold, negation_success, theorem3_coordinates
 from .training import fine_tune
+
+GRID_CHUNK = 64  # grid points per pass of merged_outputs_on (the λ-grids off the CPU)
 
 
 # ---- training once per (setting, run, task role), on a device ------------------------------------------------
@@ -86,7 +88,7 @@ class FineTunes:
         model0, lam = self.model0(s, run), np.asarray(lambdas, dtype=float)
         if self.device.type == "cpu":
             return np.stack([evaluate_merges(model0, list(tvs), lam, X, y)[0] for X, y in sets])
-        outs = [merged_outputs_on(model0, list(tvs), lam, X, self.device, chunk=64) for X, _ in sets]
+        outs = [merged_outputs_on(model0, list(tvs), lam, X, self.device, chunk=GRID_CHUNK) for X, _ in sets]
         return np.stack([loss_and_error(out, y)[0].numpy() for out, (_, y) in zip(outs, sets)])
 
 
@@ -330,14 +332,14 @@ def fine_tune_ops(s: Setting) -> tuple[int, int]:
 
 
 def grid_pass_ops(s: Setting) -> int:
-    """Torch ops of one pass of the λ-grid's by-position engine (``merged_outputs_on``: 64 grid points, one
-    block of samples), counted on the CPU on 8 samples."""
+    """Torch ops of one pass of the λ-grid's by-position engine (``merged_outputs_on``: ``GRID_CHUNK`` grid points,
+    one block of samples), counted on the CPU on 8 samples."""
     from ..chapter.cost import count_ops
 
     model0 = pretrained(s.learner, 0)
     tvs = [TaskVector({"W": model0.W.detach() * 0, "V": model0.V.detach() * 0})] * 2
     X, _ = fresh_set(task_pair(0.0, s.data)[0], 8, 0)
-    return count_ops(lambda: merged_outputs_on(model0, tvs, np.zeros((64, 2)), X, "cpu", chunk=64))
+    return count_ops(lambda: merged_outputs_on(model0, tvs, np.zeros((GRID_CHUNK, 2)), X, "cpu", chunk=GRID_CHUNK))
 
 
 def work_plan(P: SimpleNamespace | Any) -> list:
@@ -351,7 +353,7 @@ def work_plan(P: SimpleNamespace | Any) -> list:
     fine-tunes are counted in the regime that adds the most. Left out: drawing test sets, the SVDs and row norms
     of the task vectors, the bootstrap fits (CPU, small).
     """
-    from ..chapter.cost import TRAINING_FACTOR, Stage
+    from ..chapter.cost import TRAINING_FACTOR, Stage, evaluations
 
     where = "cpu" if P.device == "cpu" else "device"
     runs = list(P.seeds)
@@ -370,7 +372,7 @@ def work_plan(P: SimpleNamespace | Any) -> list:
         fwd = train = flops = calls = op_total = 0.0
         for s, _, _ in new:
             t, f = s.train, learner_flops(s.data, s.learner.m)
-            evals = t.max_steps // t.eval_every + (t.max_steps % t.eval_every != 0)
+            evals = evaluations(t.max_steps, t.eval_every)
             step_ops, eval_ops, _ = ops(s)
             train += t.max_steps * t.batch_size
             fwd += evals * t.n_test
@@ -386,8 +388,8 @@ def work_plan(P: SimpleNamespace | Any) -> list:
         fwd = flops = passes = op_total = 0.0
         for s, G, sets, n in calls:
             m = s.learner.m
-            block = max(1, (1 << 28) // (4 * 64 * s.data.P * m))
-            p = sets * -(-G // 64) * -(-n // block)
+            block = max(1, GPU_BLOCK_BYTES // (4 * GRID_CHUNK * s.data.P * m))  # merged_outputs_on's blocks
+            p = sets * -(-G // GRID_CHUNK) * -(-n // block)
             fwd += sets * G * n
             flops += sets * (G * n * merge_flops(s.data, m) + 3 * n * learner_flops(s.data, m))
             passes += p
