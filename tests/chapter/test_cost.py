@@ -97,3 +97,13 @@ def test_overhead_line_says_which_costs_are_measured():
     assert line.startswith("per torch operation: ")
     assert "T4 (assumed)" in line and "A100 (assumed)" in line
     assert f"{CPU_CORE.op_overhead * 1e6:g} µs on 1 CPU core (measured, benchmarks/bench_cost.py)" in line
+
+
+def test_styled_plan_formats_counts_and_minutes():
+    from tvutils.chapter.cost import styled_plan
+
+    table = plan_table([Stage("a", "a long description", forward=1_234_567, calls=600_000, ops_per_call=10.4)])
+    html = styled_plan(table, "plan-test").to_html()
+    assert "1,234,567" in html and "600,000" in html and ">10<" in html  # counts separated, ops per call whole
+    assert f"{600_000 * 10.4 * T4.op_overhead / 60:.2f}" in html  # minutes on a T4, to two decimals
+    assert "min-width: 18em" in html and "plan-test" in html

@@ -133,6 +133,22 @@ def plan_table(
     return table.set_index("stage")
 
 
+def styled_plan(table: pd.DataFrame, uuid: str) -> Any:
+    """A plan table for the page (``tvutils.chapter.verdict.styled``): counts with thousands separators, GFLOP to
+    one decimal, minutes to two, and room for the "what" column (it wraps into a narrow column otherwise)."""
+    from .verdict import styled
+
+    minutes = [c for c in table.columns if c.startswith("minutes on")]
+    counts = [c for c in table.columns if c.startswith(("forward", "training")) or c == "sequential calls"]
+    formats = {"GFLOP": "{:,.1f}", "ops per call": "{:,.0f}"} | dict.fromkeys(minutes, "{:,.2f}")
+    formats |= dict.fromkeys(counts, "{:,}")
+    return (
+        styled(table.reset_index(), uuid)
+        .format(formats, na_rep="")
+        .set_properties(subset=["what"], **{"min-width": "18em"})
+    )
+
+
 def minutes_text(minutes: float) -> str:
     """A duration for the reader: '45 s', '12.3 min', '2.1 h'."""
     if minutes < 1:
