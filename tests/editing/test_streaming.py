@@ -7,6 +7,7 @@ where this machine lets root mount one, a write hook otherwise).
 
 import errno
 import json
+import math
 import os
 import random
 import signal
@@ -222,6 +223,80 @@ def test_fp32_difference_form_keeps_the_task_vector_exact(tmp_path):
     assert float(((out.double() - exact).abs() / ulp).mean()) < 0.3
     to_bf16 = merge_checkpoints(paths[0], paths[1:], [1.0, -0.6], tmp_path / "o16.safetensors", dtype="bfloat16")
     assert torch.equal(load_file(to_bf16)["w"], out.to(torch.bfloat16))
+
+
+def _specials(dtype):
+    """Random values over float32's range plus the edge cases of rounding to ``dtype``: each of its values and
+    each tie between neighbours, the largest finite values and the first that overflow, subnormals, signed zeros,
+    Inf, NaN."""
+    g = torch.Generator().manual_seed(5)
+    info = torch.finfo(dtype)
+    wide = torch.randn(50_000, generator=g) * torch.logspace(-40, 38, 50_000)
+    near = torch.tensor([info.max, info.tiny, info.smallest_normal / 3, info.eps, 1.0, 65504.0, 65519.0, 65520.0])
+    near = torch.cat([near, near.nextafter(torch.tensor(math.inf)), near.nextafter(torch.tensor(-math.inf))])
+    bits = torch.arange(2 ** (8 * dtype.itemsize), dtype=torch.int32)  # every value of dtype, exactly
+    every = (bits.to(torch.int16) if dtype.itemsize == 2 else bits.to(torch.uint8)).view(dtype).float()
+    every = every[every.isfinite()].unique()  # sorted
+    ties = ((every[1:].double() + every[:-1].double()) / 2).float()  # halfway between neighbours: exact in fp32
+    special = torch.tensor([0.0, -0.0, math.inf, -math.inf, math.nan, -math.nan, 3.4e38, -3.4e38, 3.3961514e38, 1e-45])
+    return torch.cat([wide, near, -near, every, ties, special])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float8_e4m3fn, torch.float8_e5m2])
+def test_dtype_codecs_round_like_torch(dtype):
+    """The plain merge rounds with numpy (no torch import: a second or two) exactly as torch does."""
+    import numpy as np
+
+    values = _specials(dtype)
+    name = DTYPE_NAMES[dtype]
+    for work in (torch.float32, torch.float64):
+        v = values.to(work)
+        raw = np.empty(v.numel() * dtype.itemsize, dtype=np.uint8)
+        streaming._encode(v.numpy(), name, raw, np.empty(v.numel(), dtype=np.uint32))
+        ours = torch.from_numpy(raw).view(dtype).float()
+        theirs = v.to(dtype).float() if work == torch.float32 else v.float().to(dtype).float()
+        nan = theirs.isnan()
+        assert torch.equal(ours.isnan(), nan), dtype
+        assert torch.equal(ours[~nan], theirs[~nan]), dtype  # to nearest, ties to even; Inf where torch has it
+        assert torch.equal(ours[~nan].signbit(), theirs[~nan].signbit())  # signed zeros
+        back = np.empty(v.numel(), dtype=np.float32 if work == torch.float32 else np.float64)
+        decoded = torch.from_numpy(streaming._decode(raw, name, back))
+        assert decoded.dtype == work and torch.equal(decoded.float().nan_to_num(7.0), ours.nan_to_num(7.0))
+    nan = np.array([np.nan, -np.nan], dtype=np.float32)
+    raw = np.empty(4, dtype=np.uint8)
+    streaming._encode(nan, "BF16", raw, np.empty(2, dtype=np.uint32))
+    assert raw.view(np.uint16).tolist() == [0x7FC0, 0xFFC0]  # quiet NaNs of the value's sign
+
+
+def test_float8_checkpoints_merge_in_fp32(tmp_path):
+    g = torch.Generator().manual_seed(6)
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        base = torch.randn(300, 7, generator=g)
+        tuned = (base + 0.3 * torch.randn(base.shape, generator=g)).to(dtype)
+        base = base.to(dtype)
+        paths = [_raw(tmp_path / f"{dtype}-{i}.safetensors", {"w": t}) for i, t in enumerate([base, tuned])]
+        out = load_file(merge_checkpoints(paths[0], paths[1:], [0.5], tmp_path / f"{dtype}-out.safetensors"))["w"]
+        expected = (base.float() + 0.5 * (tuned.float() - base.float())).to(dtype)
+        assert out.dtype == dtype and torch.equal(out.float(), expected.float())
+
+
+def test_plain_merge_does_not_import_torch(tmp_path):
+    """``import torch`` costs a second or two (more than reading and writing a 1 GB checkpoint): the plain merge
+    of every numpy-representable dtype works without it, bfloat16 included."""
+    base, tuned = _models(dtype=torch.bfloat16)
+    paths = [_raw(tmp_path / f"{i}.safetensors", m) for i, m in enumerate([base, tuned])]
+    code = (
+        "import sys; from tvutils.__main__ import main; "
+        f"rc = main(['merge', '--base', {str(paths[0])!r}, '--finetuned', {str(paths[1])!r}, '--lambdas', '0.5', "
+        f"'--out', {str(tmp_path / 'out.safetensors')!r}, '--quiet', '--dtype', 'float16']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["0", "False"], done.stdout + done.stderr
+    out = load_file(tmp_path / "out.safetensors")
+    for k in base:
+        expected = (base[k].float() + 0.5 * (tuned[k].float() - base[k].float())).half()
+        assert torch.equal(out[k], expected)
 
 
 # ---- 7. bad numbers ---------------------------------------------------------------------------------------------

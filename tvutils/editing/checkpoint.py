@@ -30,30 +30,57 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import torch
-
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 MAX_HEADER = 100_000_000  # the safetensors library's limit
-DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U64": torch.uint64,
-    "U32": torch.uint32,
-    "U16": torch.uint16,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
+ITEMSIZE = {  # the safetensors dtypes: bytes per element (no torch needed to read or check a file)
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
 }
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+_TORCH_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def __getattr__(name: str) -> dict:
+    """``DTYPES`` (safetensors name → torch dtype) and ``DTYPE_NAMES`` (the reverse), built on first use: reading
+    and merging checkpoints does not import torch (a second or two), only the merge variants do."""
+    if name in ("DTYPES", "DTYPE_NAMES"):
+        import torch
+
+        dtypes = {k: getattr(torch, v) for k, v in _TORCH_NAMES.items()}
+        globals().update(DTYPES=dtypes, DTYPE_NAMES={v: k for k, v in dtypes.items()})
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CheckpointError(ValueError):
@@ -134,8 +161,8 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
         if not isinstance(info, dict):
             raise CheckpointError(f"{where}: its entry is a {type(info).__name__}, not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if not isinstance(dtype, str) or dtype not in DTYPES:
-            raise CheckpointError(f"{where} has an unsupported dtype {dtype!r} (known: {', '.join(DTYPES)})")
+        if not isinstance(dtype, str) or dtype not in ITEMSIZE:
+            raise CheckpointError(f"{where} has an unsupported dtype {dtype!r} (known: {', '.join(ITEMSIZE)})")
         if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
             raise CheckpointError(f"{where}: shape {shape!r} is not a list of non-negative integers")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)):
@@ -143,7 +170,7 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
         begin, end = offsets
         if end < begin:
             raise CheckpointError(f"{where}: data_offsets {offsets} end before they begin")
-        expected = math.prod(shape) * DTYPES[dtype].itemsize
+        expected = math.prod(shape) * ITEMSIZE[dtype]
         if end - begin != expected:
             raise CheckpointError(
                 f"{where}: data_offsets {offsets} span {end - begin} bytes, but shape {shape} of {dtype} "

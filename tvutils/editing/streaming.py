@@ -58,12 +58,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from .checkpoint import (
-    DTYPE_NAMES,
-    DTYPES,
+    FLOAT_DTYPES,
     INDEX_NAME,
+    ITEMSIZE,
     PICKLE_SUFFIXES,
     SINGLE_NAME,
     Checkpoint,
@@ -71,20 +71,10 @@ from .checkpoint import (
     TensorInfo,
     check_same_layout,
 )
-from .variants import (
-    SAMPLE,
-    check_fraction,
-    kept_count,
-    kth_largest_selection,
-    rank_k_factors,
-    row_mask,
-    sample_positions,
-    sketch_matrix,
-)
 
 CHUNK = 1 << 18  # elements per chunk of the plain merge (1 MB of float32: stays in the CPU's caches)
 OUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64"}
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _TMP = ".tvmerge-"
 
 
@@ -99,6 +89,10 @@ def delta_transform(
     fraction of entries of largest magnitude (every tensor; the mask of ``variants.entry_mask``), applied in
     this order.
     """
+    if rank is None and keep_rows is None and keep_entries is None:
+        return None
+    from .variants import check_fraction  # the variants need torch; the plain merge does not import it
+
     if rank is not None and rank < 1:
         raise CheckpointError(f"rank must be ≥ 1, got {rank}")
     for name, frac in (("keep_rows", keep_rows), ("keep_entries", keep_entries)):
@@ -107,8 +101,6 @@ def delta_transform(
                 check_fraction(frac)
             except ValueError:
                 raise CheckpointError(f"{name} must be in [0, 1], got {frac}") from None
-    if rank is None and keep_rows is None and keep_entries is None:
-        return None
     return rank, keep_rows, keep_entries
 
 
@@ -411,12 +403,85 @@ def _header_bytes(items: list[tuple[str, TensorInfo, str]], metadata: dict[str, 
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     for key, info, dt in items:
-        n = info.numel * DTYPES[dt].itemsize
+        n = info.numel * ITEMSIZE[dt]
         header[key] = {"dtype": dt, "shape": list(info.shape), "data_offsets": [offset, offset + n]}
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
     return struct.pack("<Q", len(raw)) + raw, offset
+
+
+# ---- the dtypes: decoded to the work dtype and encoded from it with numpy (torch only for float8) ------------------
+_NUMPY = {"F64": np.float64, "F32": np.float32, "F16": np.float16}
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_INF_BITS = {"BF16": 0x7F80, "F16": 0x7C00}  # |bits| ≥ these: Inf or NaN
+
+
+def _work_dtype(in_name: str, out_name: str) -> type:
+    """float32 for every float dtype; float64 where the input or the output is float64."""
+    return np.float64 if "F64" in (in_name, out_name) else np.float32
+
+
+def _torch_view(raw: np.ndarray, name: str):  # noqa: ANN202 (a float8 tensor; torch imported only here)
+    import torch
+
+    from .checkpoint import DTYPES
+
+    return torch.from_numpy(raw).view(DTYPES[name])
+
+
+def _decode(raw: np.ndarray, name: str, out: np.ndarray) -> np.ndarray:
+    """The values of ``raw`` (bytes of a float tensor of dtype ``name``) in ``out``'s float dtype, written there."""
+    if name == "BF16":  # bfloat16 is the top half of a float32
+        if out.dtype == np.float32:
+            np.left_shift(raw.view(np.uint16), 16, out=out.view(np.uint32), dtype=np.uint32)
+        else:
+            out[:] = np.left_shift(raw.view(np.uint16), 16, dtype=np.uint32).view(np.float32)
+    elif name in _NUMPY:
+        np.copyto(out, raw.view(_NUMPY[name]))
+    else:
+        np.copyto(out, _torch_view(raw, name).float().numpy())
+    return out
+
+
+def _encode(values: np.ndarray, name: str, raw: np.ndarray, scratch: np.ndarray) -> None:
+    """Round ``values`` (float32 or float64) once to dtype ``name``, into the bytes ``raw``, as torch rounds: to
+    nearest, ties to even; NaN stays NaN (bfloat16: a quiet NaN with the value's sign and top payload bits).
+    ``scratch``: a uint32 buffer at least as long as ``values``."""
+    if name == "BF16":
+        if values.dtype != np.float32:
+            values = values.astype(np.float32)  # as torch does: float64 → float32 → bfloat16
+        bits, t = values.view(np.uint32), scratch[: values.size]
+        np.right_shift(bits, 16, out=t)
+        np.bitwise_and(t, 1, out=t)
+        t += 0x7FFF
+        t += bits  # no wrap-around: only NaNs lie above 0xFF800000
+        np.right_shift(t, 16, out=t)
+        out = raw.view(np.uint16)
+        np.copyto(out, t, casting="unsafe")
+        nan = np.isnan(values)
+        if nan.any():
+            out[nan] = (bits[nan] >> 16).astype(np.uint16) | 0x40
+    elif name in _NUMPY:
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow to Inf is reported by the check
+            np.copyto(raw.view(_NUMPY[name]), values, casting="unsafe")
+    else:
+        import torch
+
+        _torch_view(raw, name).copy_(torch.from_numpy(values))
+
+
+def _all_finite(values: np.ndarray, name: str) -> bool:
+    """Whether every value is finite: ``values`` in a float dtype, or the raw bytes of dtype ``name``."""
+    if values.dtype == np.uint8:
+        if name in _INF_BITS:
+            return int(np.bitwise_and(values.view(np.uint16), 0x7FFF).max(initial=0)) < _INF_BITS[name]
+        if name not in _NUMPY:
+            return bool(_torch_view(values, name).float().isfinite().all())
+        values = values.view(_NUMPY[name])
+    if not values.size:
+        return True
+    return math.isfinite(float(values.min())) and math.isfinite(float(values.max()))  # NaN propagates
 
 
 class _Merger:
@@ -431,22 +496,19 @@ class _Merger:
             fsync,
             log,
         )
-        # the variants' linear algebra: every core but the writer's (on two cores, a second BLAS thread that
-        # the writer preempts stalls both at each barrier: measured slower than one)
-        self.threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
-        self.whole: dict[torch.dtype, tuple[torch.Tensor, ...] | None] = {}
+        self.whole: dict[object, tuple | None] = {}
         self.fds: dict[Path, int] = {}
         self.out_nbytes: dict[Path, int] = {}
         self.writer = ThreadPoolExecutor(1)
         self.pending: list[Future] = []
-        self.slots = [torch.empty(CHUNK * 8, dtype=torch.uint8) for _ in range(4)]  # output chunks, in turn
+        self.slots = [np.empty(CHUNK * 8, dtype=np.uint8) for _ in range(4)]  # output chunks, in turn
         self.turn = 0
-        self.whole_out: torch.Tensor | None = None  # a variant's output tensor, written while the next is computed
+        self.whole_out: np.ndarray | None = None  # a variant's output tensor, written while the next is computed
         self.whole_jobs: list[Future] = []
-        self.bufs = [torch.empty(CHUNK * 8, dtype=torch.uint8) for _ in range(2)]  # base chunk, one tuned chunk
-        self.work = {d: torch.empty(CHUNK, dtype=d) for d in (torch.float32, torch.float64)}
-        self.work2 = {d: torch.empty(CHUNK, dtype=d) for d in (torch.float32, torch.float64)}
-        self.base_work = {d: torch.empty(CHUNK, dtype=d) for d in (torch.float32, torch.float64)}
+        self.bufs = [np.empty(CHUNK * 8, dtype=np.uint8) for _ in range(3)]  # raw chunks: base, tuned, blame
+        self.scratch = np.empty(CHUNK * 2, dtype=np.uint32)  # the bfloat16 rounding
+        # per work dtype: BASE, Aᵢ − BASE, ACC (chunks)
+        self.work = {d: [np.empty(CHUNK, dtype=d) for _ in range(3)] for d in (np.float32, np.float64)}
 
     # reading
     def _fd(self, file: Path) -> int:
@@ -455,41 +517,51 @@ class _Merger:
             fd = self.fds[file] = os.open(file, os.O_RDONLY)
         return fd
 
-    def _read(self, info: TensorInfo, start: int, nbytes: int, into: torch.Tensor) -> memoryview:
-        view = memoryview(into.numpy())[:nbytes]
+    def _read(self, info: TensorInfo, start: int, nbytes: int, into: np.ndarray) -> np.ndarray:
+        """Bytes [start, start + nbytes) of a tensor's data into the byte array ``into``; returns that part."""
+        view = memoryview(into)[:nbytes]
         fd, pos, done = self._fd(info.file), info.start + start, 0
         while done < nbytes:
             n = os.preadv(fd, [view[done:]], pos + done)
             if n == 0:
                 raise CheckpointError(f"{info.file}: short read (the file changed or was truncated while merging)")
             done += n
-        return view
+        return into[:nbytes]
+
+    def _as_work(self, info: TensorInfo, s: int, n: int, buf: int, work: np.ndarray) -> np.ndarray:
+        """Elements [s, s + n) of a tensor in ``work``'s float dtype, in ``work`` (read straight into it when the
+        tensor has that dtype; else through the raw buffer ``self.bufs[buf]``)."""
+        isz, out = ITEMSIZE[info.dtype], work[:n]
+        if _NUMPY.get(info.dtype) is work.dtype.type:
+            self._read(info, s * isz, n * isz, out.view(np.uint8))
+            return out
+        return _decode(self._read(info, s * isz, n * isz, self.bufs[buf]), info.dtype, out)
 
     # writing
-    def _write(self, fd: int, data: torch.Tensor, path: Path) -> Future:
-        job = self.writer.submit(_write_all, fd, memoryview(data.numpy()), path)
+    def _write(self, fd: int, data: np.ndarray, path: Path) -> Future:
+        job = self.writer.submit(_write_all, fd, memoryview(data), path)
         self.pending.append(job)
         return job
 
-    def _submit(self, fd: int, data: torch.Tensor, path: Path) -> None:
+    def _submit(self, fd: int, data: np.ndarray, path: Path) -> None:
         """Write a slot's contents; returns once fewer jobs than slots are pending (the writer works in order, so
         the slot used next is free again)."""
         self._write(fd, data, path)
         while len(self.pending) >= len(self.slots):
             self.pending.pop(0).result()
 
-    def _whole_output(self, nbytes: int) -> torch.Tensor:
+    def _whole_output(self, nbytes: int) -> np.ndarray:
         """The buffer a variant's output tensor is rounded into, once the writer is done with its last contents
         (one tensor's output is written while the next tensor is computed)."""
         for job in self.whole_jobs:
             job.result()
         self.whole_jobs.clear()
-        if self.whole_out is None or self.whole_out.numel() < nbytes:
+        if self.whole_out is None or self.whole_out.size < nbytes:
             self.whole_out = None
-            self.whole_out = torch.empty(nbytes, dtype=torch.uint8)
+            self.whole_out = np.empty(nbytes, dtype=np.uint8)
         return self.whole_out[:nbytes]
 
-    def _slot(self) -> torch.Tensor:
+    def _slot(self) -> np.ndarray:
         slot = self.slots[self.turn]
         self.turn = (self.turn + 1) % len(self.slots)
         return slot
@@ -499,19 +571,27 @@ class _Merger:
             self.pending.pop(0).result()
 
     def run(self, files: dict[Path, list[str]]) -> None:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # memory-bound work; the writer thread has the other core
+        torch, threads = None, 0
+        if self.transform is not None:  # the variants' torch: one thread for the passes over memory
+            import torch
+
+            threads = torch.get_num_threads()
+            # the linear algebra: every core but the writer's (on two cores, a second BLAS thread that the writer
+            # preempts stalls both at each barrier: measured slower than one)
+            self.threads = max(1, min(threads, (os.cpu_count() or 1) - 1))
+            torch.set_num_threads(1)
         try:
             for path, infos in files.items():
                 self._file(path, infos)
         finally:
+            if torch is not None:
+                torch.set_num_threads(threads)
             for job in self.pending:  # on an error: let the writer finish, then close what it had open
                 try:
                     job.result()
                 except Exception:  # noqa: BLE001 (the error that matters is the one being raised)
                     pass
             self.writer.shutdown(wait=True)
-            torch.set_num_threads(threads)
             for fd in self.fds.values():
                 os.close(fd)
 
@@ -544,85 +624,74 @@ class _Merger:
         self.pending.clear()
 
     def _dtype_of(self, info: TensorInfo) -> str:
-        if self.out_dtype is not None and DTYPES[info.dtype].is_floating_point:
+        if self.out_dtype is not None and info.dtype in FLOAT_DTYPES:
             return self.out_dtype
         return info.dtype
 
     def _tensor(self, fd: int, path: Path, key: str, info: TensorInfo, out_name: str) -> None:
-        if not DTYPES[info.dtype].is_floating_point:
+        if info.dtype not in FLOAT_DTYPES:
             self._copy_checked(fd, path, info, key)
         elif self.transform is not None:
-            self._whole(fd, path, info, key, DTYPES[out_name])
+            self._whole(fd, path, info, key, out_name)
         else:
-            self._chunked(fd, path, info, key, DTYPES[out_name])
+            self._chunked(fd, path, info, key, out_name)
 
     def _copy_checked(self, fd: int, path: Path, info: TensorInfo, key: str) -> None:
         step = CHUNK * 8
         for start in range(0, info.nbytes, step):
             n = min(step, info.nbytes - start)
-            slot = self._slot()
-            self._read(info, start, n, slot)
+            slot = self._read(info, start, n, self._slot())
             for ck in self.tuned:
-                self._read(ck.tensors[key], start, n, self.bufs[1])
-                if not torch.equal(slot[:n], self.bufs[1][:n]):
+                if not np.array_equal(slot, self._read(ck.tensors[key], start, n, self.bufs[1])):
                     raise CheckpointError(f"{ck.path}: non-float tensor {key!r} differs from the base")
-            self._submit(fd, slot[:n], path)
+            self._submit(fd, slot, path)
 
-    def _chunked(self, fd: int, path: Path, info: TensorInfo, key: str, out_dt: torch.dtype) -> None:
-        dt = DTYPES[info.dtype]
-        work_dt = torch.float64 if torch.float64 in (dt, out_dt) else torch.float32
-        isz = dt.itemsize
+    def _chunked(self, fd: int, path: Path, info: TensorInfo, key: str, out_name: str) -> None:
+        """OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE) chunk by chunk (CHUNK elements: the buffers stay in the CPU's caches)."""
+        work_dt = _work_dtype(info.dtype, out_name)
+        bw, dw, aw = self.work[work_dt]
+        isz, osz = ITEMSIZE[info.dtype], ITEMSIZE[out_name]
+        direct = _NUMPY.get(out_name) is work_dt  # ACC is the output slot itself
+        lams = [work_dt(lam) for lam in self.lambdas]  # λ in the work dtype, as torch multiplies by a scalar
         for s in range(0, info.numel, CHUNK):
             n = min(CHUNK, info.numel - s)
-            b = self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt])
-            slot = self._slot()
-            out = slot[: n * out_dt.itemsize].view(out_dt)
-            acc = out if out_dt == work_dt else self.work[work_dt][:n]
-            for i, (ck, lam) in enumerate(zip(self.tuned, self.lambdas)):
-                a = self._as_work(ck.tensors[key], s, n, self.bufs[1], self.work2[work_dt])
-                a.sub_(b)
-                if i == 0:
-                    torch.mul(a, lam, out=acc)
-                else:
-                    acc.add_(a, alpha=lam)
-            acc.add_(b)
-            if acc is not out:
-                out.copy_(acc)  # the one rounding to the output dtype
-            if not self.allow:
-                self._check_finite(acc if out_dt == work_dt else out, info, key, s * isz, n)
-            self._submit(fd, slot[: n * out_dt.itemsize], path)
+            b = self._as_work(info, s, n, 0, bw)
+            slot = self._slot()[: n * osz]
+            acc = slot.view(work_dt) if direct else aw[:n]
+            with np.errstate(over="ignore", invalid="ignore"):  # a NaN or Inf is reported (or let through) below
+                for i, (ck, lam) in enumerate(zip(self.tuned, lams)):
+                    a = self._as_work(ck.tensors[key], s, n, 1, dw)
+                    np.subtract(a, b, out=a)
+                    if i == 0:
+                        np.multiply(a, lam, out=acc)
+                    else:
+                        np.multiply(a, lam, out=a)
+                        np.add(acc, a, out=acc)
+                np.add(acc, b, out=acc)
+            if not direct:
+                _encode(acc, out_name, slot, self.scratch)  # the one rounding to the output dtype
+            if not self.allow and not _all_finite(acc if direct else slot, out_name):
+                self._blame(key, info, s * isz, n)
+            self._submit(fd, slot, path)
 
-    def _as_work(self, info: TensorInfo, s: int, n: int, buf: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
-        """Elements [s, s + n) of a tensor in the work dtype (read straight into ``work`` when it is that dtype)."""
-        dt = DTYPES[info.dtype]
-        if dt == work.dtype:
-            self._read(info, s * dt.itemsize, n * dt.itemsize, work.view(torch.uint8))
-            return work[:n]
-        self._read(info, s * dt.itemsize, n * dt.itemsize, buf)
-        out = work[:n]
-        out.copy_(buf[: n * dt.itemsize].view(dt))
-        return out
-
-    def _check_finite(self, merged: torch.Tensor, info: TensorInfo, key: str, byte_start: int, n: int) -> None:
-        lo, hi = torch.aminmax(merged.float() if merged.dtype.itemsize < 4 else merged)
-        if math.isfinite(float(lo)) and math.isfinite(float(hi)):
-            return
-        self._blame(key, info, byte_start, n)
+    def _check_finite(self, values: np.ndarray, info: TensorInfo, key: str, byte_start: int, n: int) -> None:
+        if not _all_finite(values, info.dtype):
+            self._blame(key, info, byte_start, n)
 
     def _blame(self, key: str, info: TensorInfo, byte_start: int, n: int) -> None:
         """Raise naming the checkpoint whose tensor ``key`` holds a NaN or Inf in this range, or the overflow."""
-        dt = DTYPES[info.dtype]
+        isz = ITEMSIZE[info.dtype]
+        first = byte_start // isz
+        values = self.work[np.float64][2]
         for ck in (self.base, *self.tuned):
-            for s in range(byte_start // dt.itemsize, byte_start // dt.itemsize + n, CHUNK):
-                m = min(CHUNK, byte_start // dt.itemsize + n - s)
-                self._read(ck.tensors[key], s * dt.itemsize, m * dt.itemsize, self.bufs[1])
-                values = self.bufs[1][: m * dt.itemsize].view(dt).float()
-                bad = (~torch.isfinite(values)).nonzero()
-                if not bad.numel():
+            for s in range(first, first + n, CHUNK):
+                m = min(CHUNK, first + n - s)
+                raw = self._read(ck.tensors[key], s * isz, m * isz, self.bufs[2])
+                bad = np.flatnonzero(~np.isfinite(_decode(raw, info.dtype, values[:m])))
+                if not bad.size:
                     continue
-                at = s + int(bad[0])
                 raise CheckpointError(
-                    f"{ck.path}: tensor {key!r} holds non-finite values (first at flat index {at}: "
+                    f"{ck.path}: tensor {key!r} holds non-finite values (first at flat index {s + int(bad[0])}: "
                     f"{float(values[int(bad[0])])}); refused (--allow-nonfinite lets them through)"
                 )
         raise CheckpointError(
@@ -630,9 +699,11 @@ class _Merger:
             "(a smaller λ, --dtype float32, or --allow-nonfinite)"
         )
 
-    def _whole_buffers(self, work_dt: torch.dtype, numel: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _whole_buffers(self, work_dt, numel: int) -> tuple:  # noqa: ANN001 (torch tensors: torch imported late)
         """Dᵢ, ACC and BASE buffers of ``numel`` elements, reused from tensor to tensor (fresh large allocations
         are page-faulted and zeroed by the kernel on every touch: seconds per checkpoint)."""
+        import torch
+
         bufs = self.whole.get(work_dt)
         if bufs is None or bufs[0].numel() < numel:
             self.whole[work_dt] = None  # free the old ones first
@@ -643,6 +714,8 @@ class _Merger:
     @staticmethod
     def _low_rank_into(matrix, left, right, lam, acc, first) -> None:
         """matrix = left·right, or acc (=, +=) λ·left·right, in row blocks of about CHUNK elements."""
+        import torch
+
         block = max(1, CHUNK // right.shape[1])
         for r in range(0, left.shape[0], block):
             if matrix is not None:
@@ -650,7 +723,7 @@ class _Merger:
             else:
                 acc[r : r + block].addmm_(left[r : r + block], right, beta=0.0 if first else 1.0, alpha=lam)
 
-    def _whole(self, fd: int, path: Path, info: TensorInfo, key: str, out_dt: torch.dtype) -> None:
+    def _whole(self, fd: int, path: Path, info: TensorInfo, key: str, out_name: str) -> None:
         """A variant needs each difference Dᵢ = Aᵢ − BASE whole; every pass over it is chunked (cache-sized).
 
         Per fine-tuned model: Dᵢ into a full buffer (one pass, checked finite; a matrix in blocks of whole rows,
@@ -663,9 +736,21 @@ class _Merger:
         work-dtype buffers (BASE, read once; Dᵢ; ACC) and the output buffer, of the largest tensor's size,
         reused from tensor to tensor.
         """
-        dt = DTYPES[info.dtype]
-        work_dt = torch.float64 if torch.float64 in (dt, out_dt) else torch.float32
-        numel, isz = info.numel, dt.itemsize
+        import torch
+
+        from .variants import (
+            SAMPLE,
+            kept_count,
+            kth_largest_selection,
+            rank_k_factors,
+            row_mask,
+            sample_positions,
+            sketch_matrix,
+        )
+
+        np_work = _work_dtype(info.dtype, out_name)
+        work_dt = torch.float64 if np_work is np.float64 else torch.float32
+        numel, isz = info.numel, ITEMSIZE[info.dtype]
         d, acc, base = self._whole_buffers(work_dt, numel)
         rank, keep_rows, keep_entries = self.transform
         rows = info.shape[0] if len(info.shape) >= 2 else 0
@@ -680,20 +765,17 @@ class _Merger:
         sample = torch.empty(len(range(numel)[positions]), dtype=work_dt) if gather else None
         for s in range(0, numel, step):  # BASE is read once, into memory
             n = min(step, numel - s)
-            if dt == work_dt:  # straight into the buffer
-                self._read(info, s * isz, n * isz, base[s : s + n].view(torch.uint8))
-            else:
-                base[s : s + n].copy_(self._as_work(info, s, n, self.bufs[0], self.base_work[work_dt]))
+            self._as_work(info, s, n, 0, base[s : s + n].numpy())  # straight into the buffer
             if not self.allow:
-                self._check_finite(base[s : s + n], info, key, s * isz, n)
+                self._check_finite(base[s : s + n].numpy(), info, key, s * isz, n)
         factors = []
         for i, (ck, lam) in enumerate(zip(self.tuned, self.lambdas)):
             for s in range(0, numel, step):
                 n = min(step, numel - s)
-                a = self._as_work(ck.tensors[key], s, n, self.bufs[1], self.work2[work_dt])
-                torch.sub(a, base[s : s + n], out=d[s : s + n])
+                self._as_work(ck.tensors[key], s, n, 1, d[s : s + n].numpy())
+                d[s : s + n].sub_(base[s : s + n])
                 if not self.allow:
-                    self._check_finite(d[s : s + n], info, key, s * isz, n)
+                    self._check_finite(d[s : s + n].numpy(), info, key, s * isz, n)
                 if sketch is not None:  # Y = D·G (rows ≥ cols) or Dᵀ·G, from this block of rows
                     block, r = d[s : s + n].view(-1, cols), s // cols
                     if rows >= cols:
@@ -736,19 +818,21 @@ class _Merger:
         if factors:  # one product for all: [λ₁·left₁ | λ₂·left₂ | …] · [right₁; right₂; …]
             lefts = torch.cat([lam * left for lam, left, _ in factors], dim=1)
             rights = torch.cat([right for _, _, right in factors], dim=0)
-        osz = out_dt.itemsize
+        osz, direct = ITEMSIZE[out_name], _NUMPY.get(out_name) is np_work
         outs = self._whole_output(numel * osz)
         for s in range(0, numel, step):
             n = min(step, numel - s)
             if factors:  # rank alone: this block of ACC = Σᵢ λᵢ·leftᵢ·rightᵢ
                 r, part = s // cols, acc[s : s + n].view(-1, cols)
                 torch.matmul(lefts[r : r + part.shape[0]], rights, out=part)
-            part = acc[s : s + n].add_(base[s : s + n])
-            out = outs[s * osz : (s + n) * osz].view(out_dt)
-            out.copy_(part)  # the one rounding to the output dtype
-            if not self.allow:
-                self._check_finite(part if out_dt == work_dt else out, info, key, s * isz, n)
-            self.whole_jobs.append(self._write(fd, outs[s * osz : (s + n) * osz], path))
+            part, raw = acc[s : s + n].add_(base[s : s + n]).numpy(), outs[s * osz : (s + n) * osz]
+            if direct:
+                np.copyto(raw.view(np_work), part)
+            else:
+                _encode(part, out_name, raw, self.scratch)  # the one rounding to the output dtype
+            if not self.allow and not _all_finite(part if direct else raw, out_name):
+                self._blame(key, info, s * isz, n)
+            self.whole_jobs.append(self._write(fd, raw, path))
 
 
-__all__ = ["CHUNK", "OUT_DTYPES", "DTYPE_NAMES", "clean_leftovers", "delta_transform", "merge_checkpoints"]
+__all__ = ["CHUNK", "OUT_DTYPES", "clean_leftovers", "delta_transform", "merge_checkpoints"]
