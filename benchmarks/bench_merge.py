@@ -10,7 +10,8 @@ OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoin
 * ``stream-rank``, ``stream-entries``: the streaming merge with ``--rank 8`` / ``--keep-entries 0.1``;
 * ``-nosync`` versions of ``io`` and ``stream`` skip the fsync (mergekit and the in-memory version do not fsync).
 
-Each runs in its own process: wall time and peak RSS (from wait4). ``--repeats`` rounds run every method once
+Each runs in its own process, after an ``os.sync()`` (so that none pays for writing back the output the one
+before it left in memory): wall time and peak RSS (from wait4). ``--repeats`` rounds run every method once
 each, interleaved (round 1: io, stream, …, mergekit; round 2: the same), and the medians over rounds are
 reported, so that a burst of load on the shared machine hits every method alike. The streamed output is compared
 with the in-memory one (and mergekit's) tensor by tensor. Ratios are what to read; absolute times on a shared
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
             out = outputs[name]
             if out.exists():  # each run writes a fresh output
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
+            os.sync()  # no method pays for writing back what the one before it left in memory
             runs.setdefault(name, []).append(measure(commands[name], env))
             wall, rss, cpu = runs[name][-1]
             print(f"round {rep + 1}  {name:14s} {wall:7.1f} s  {rss:7.0f} MB peak RSS  {cpu:6.1f} s CPU", flush=True)

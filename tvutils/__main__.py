@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 import time
@@ -81,7 +82,10 @@ def install_signal_handlers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    # Imported here so that --help and argument errors answer at once (import torch costs about a second).
+    # numpy's BLAS threads, before numpy starts them: every core but the writer thread's (their idle spinning
+    # costs the plain merge a tenth of a second; the variants' linear algebra is limited so, too).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) - 1)))
+    # Imported here so that --help and argument errors answer at once.
     from .editing.checkpoint import CheckpointError
     from .editing.streaming import merge_checkpoints
 

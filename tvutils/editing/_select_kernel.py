@@ -1,7 +1,8 @@
 """Compiled single passes for ``--keep-entries`` (numba): the k-th largest magnitude's bracket, and the kept sum.
 
 Kept apart so that ``import tvutils`` and the plain merge do not import numba; compiled once per machine and
-cached on disk (``cache=True``). Each loop is one pass over memory where the same work in torch takes five or six
+cached on disk (``cache=True``); they release the GIL (``nogil=True``), so that the merge's writer thread
+writes the previous tensor meanwhile. Each loop is one pass over memory where the same work in torch takes five or six
 (abs, comparisons, counts, a mask, a masked product), and the variants are memory-bound. The loops are written
 without branches on the data (a select, a conditional increment), so that they do not stall on mispredictions
 and the kept sum compiles to vector instructions.
@@ -13,7 +14,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def bracket(flat: np.ndarray, lo: float, hi: float, cand_idx: np.ndarray, cand_val: np.ndarray) -> tuple[int, int]:
     """Count |x| > hi; store the index and |x| of each lo ≤ |x| ≤ hi, in order (while room is left); return both
     counts (the second may exceed the room: then only the first ``room`` were stored)."""
@@ -39,7 +40,7 @@ def bracket(flat: np.ndarray, lo: float, hi: float, cand_idx: np.ndarray, cand_v
     return above, n_cand
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def accumulate_kept(flat: np.ndarray, thr: float, ties: np.ndarray, lam: float, acc: np.ndarray, first: bool) -> None:
     """acc (=, if first, else +=) λ·x for the x kept: |x| > thr, and the entries at the indices ``ties``
     (whose |x| = thr); the others add 0 (or set 0, if first)."""

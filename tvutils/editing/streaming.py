@@ -43,6 +43,7 @@ checkpoints (``.bin``, ``.pt``, ``.ckpt``, …) are refused: unpickling runs arb
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -71,6 +72,16 @@ from .checkpoint import (
     TensorInfo,
     check_same_layout,
 )
+from .fast import (
+    SAMPLE,
+    check_fraction,
+    kept_count,
+    kth_largest_selection,
+    largest_rows,
+    rank_k_factors,
+    sample_positions,
+    sketch_matrix,
+)
 
 CHUNK = 1 << 18  # elements per chunk of the plain merge (1 MB of float32: stays in the CPU's caches)
 OUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64"}
@@ -91,8 +102,6 @@ def delta_transform(
     """
     if rank is None and keep_rows is None and keep_entries is None:
         return None
-    from .variants import check_fraction  # the variants need torch; the plain merge does not import it
-
     if rank is not None and rank < 1:
         raise CheckpointError(f"rank must be ≥ 1, got {rank}")
     for name, frac in (("keep_rows", keep_rows), ("keep_entries", keep_entries)):
@@ -503,8 +512,10 @@ class _Merger:
         self.pending: list[Future] = []
         self.slots = [np.empty(CHUNK * 8, dtype=np.uint8) for _ in range(4)]  # output chunks, in turn
         self.turn = 0
-        self.whole_out: np.ndarray | None = None  # a variant's output tensor, written while the next is computed
-        self.whole_jobs: list[Future] = []
+        # a variant's output tensors: two buffers in turn, each written while the next tensors are computed
+        self.whole_out: list[np.ndarray | None] = [None, None]
+        self.whole_jobs: list[list[Future]] = [[], []]
+        self.whole_turn = 0
         self.bufs = [np.empty(CHUNK * 8, dtype=np.uint8) for _ in range(3)]  # raw chunks: base, tuned, blame
         self.scratch = np.empty(CHUNK * 2, dtype=np.uint32)  # the bfloat16 rounding
         # per work dtype: BASE, Aᵢ − BASE, ACC (chunks)
@@ -550,16 +561,19 @@ class _Merger:
         while len(self.pending) >= len(self.slots):
             self.pending.pop(0).result()
 
-    def _whole_output(self, nbytes: int) -> np.ndarray:
-        """The buffer a variant's output tensor is rounded into, once the writer is done with its last contents
-        (one tensor's output is written while the next tensor is computed)."""
-        for job in self.whole_jobs:
+    def _whole_output(self, nbytes: int) -> tuple[np.ndarray, list[Future]]:
+        """A buffer to round a variant's output tensor into, once the writer is done with what it last held, and
+        the list its write jobs go to (two buffers in turn: the writer may lag a tensor behind the computation)."""
+        turn, self.whole_turn = self.whole_turn, 1 - self.whole_turn
+        jobs = self.whole_jobs[turn]
+        for job in jobs:
             job.result()
-        self.whole_jobs.clear()
-        if self.whole_out is None or self.whole_out.size < nbytes:
-            self.whole_out = None
-            self.whole_out = np.empty(nbytes, dtype=np.uint8)
-        return self.whole_out[:nbytes]
+        jobs.clear()
+        buf = self.whole_out[turn]
+        if buf is None or buf.size < nbytes:
+            self.whole_out[turn] = buf = None
+            self.whole_out[turn] = buf = np.empty(nbytes, dtype=np.uint8)
+        return buf[:nbytes], jobs
 
     def _slot(self) -> np.ndarray:
         slot = self.slots[self.turn]
@@ -571,21 +585,17 @@ class _Merger:
             self.pending.pop(0).result()
 
     def run(self, files: dict[Path, list[str]]) -> None:
-        torch, threads = None, 0
-        if self.transform is not None:  # the variants' torch: one thread for the passes over memory
-            import torch
+        limits = contextlib.nullcontext()
+        if self.transform is not None:  # the variants' linear algebra: every core but the writer's (on two cores,
+            # a second BLAS thread that the writer preempts stalls both: measured slower than one)
+            from threadpoolctl import threadpool_limits
 
-            threads = torch.get_num_threads()
-            # the linear algebra: every core but the writer's (on two cores, a second BLAS thread that the writer
-            # preempts stalls both at each barrier: measured slower than one)
-            self.threads = max(1, min(threads, (os.cpu_count() or 1) - 1))
-            torch.set_num_threads(1)
+            limits = threadpool_limits(max(1, (os.cpu_count() or 1) - 1), user_api="blas")
         try:
-            for path, infos in files.items():
-                self._file(path, infos)
+            with limits:
+                for path, infos in files.items():
+                    self._file(path, infos)
         finally:
-            if torch is not None:
-                torch.set_num_threads(threads)
             for job in self.pending:  # on an error: let the writer finish, then close what it had open
                 try:
                     job.result()
@@ -699,29 +709,28 @@ class _Merger:
             "(a smaller λ, --dtype float32, or --allow-nonfinite)"
         )
 
-    def _whole_buffers(self, work_dt, numel: int) -> tuple:  # noqa: ANN001 (torch tensors: torch imported late)
+    def _whole_buffers(self, work_dt: type, numel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Dᵢ, ACC and BASE buffers of ``numel`` elements, reused from tensor to tensor (fresh large allocations
         are page-faulted and zeroed by the kernel on every touch: seconds per checkpoint)."""
-        import torch
-
         bufs = self.whole.get(work_dt)
-        if bufs is None or bufs[0].numel() < numel:
+        if bufs is None or bufs[0].size < numel:
             self.whole[work_dt] = None  # free the old ones first
             largest = max(i.numel for i in self.base.tensors.values())
-            bufs = self.whole[work_dt] = tuple(torch.empty(largest, dtype=work_dt) for _ in range(3))
+            bufs = self.whole[work_dt] = tuple(np.empty(largest, dtype=work_dt) for _ in range(3))
         return tuple(b[:numel] for b in bufs)
 
-    @staticmethod
-    def _low_rank_into(matrix, left, right, lam, acc, first) -> None:
+    def _low_rank_into(self, matrix, left, right, lam, acc, first) -> None:  # noqa: ANN001
         """matrix = left·right, or acc (=, +=) λ·left·right, in row blocks of about CHUNK elements."""
-        import torch
-
         block = max(1, CHUNK // right.shape[1])
+        if matrix is None:
+            left = lam * left
         for r in range(0, left.shape[0], block):
             if matrix is not None:
-                torch.matmul(left[r : r + block], right, out=matrix[r : r + block])
+                np.matmul(left[r : r + block], right, out=matrix[r : r + block])
+            elif first:
+                np.matmul(left[r : r + block], right, out=acc[r : r + block])
             else:
-                acc[r : r + block].addmm_(left[r : r + block], right, beta=0.0 if first else 1.0, alpha=lam)
+                acc[r : r + block] += left[r : r + block] @ right
 
     def _whole(self, fd: int, path: Path, info: TensorInfo, key: str, out_name: str) -> None:
         """A variant needs each difference Dᵢ = Aᵢ − BASE whole; every pass over it is chunked (cache-sized).
@@ -736,20 +745,7 @@ class _Merger:
         work-dtype buffers (BASE, read once; Dᵢ; ACC) and the output buffer, of the largest tensor's size,
         reused from tensor to tensor.
         """
-        import torch
-
-        from .variants import (
-            SAMPLE,
-            kept_count,
-            kth_largest_selection,
-            rank_k_factors,
-            row_mask,
-            sample_positions,
-            sketch_matrix,
-        )
-
-        np_work = _work_dtype(info.dtype, out_name)
-        work_dt = torch.float64 if np_work is np.float64 else torch.float32
+        work_dt = _work_dtype(info.dtype, out_name)
         numel, isz = info.numel, ITEMSIZE[info.dtype]
         d, acc, base = self._whole_buffers(work_dt, numel)
         rank, keep_rows, keep_entries = self.transform
@@ -757,82 +753,85 @@ class _Merger:
         cols = numel // rows if rows else numel
         step = max(1, CHUNK // cols) * cols if rows and cols <= CHUNK else CHUNK  # whole rows where they fit
         g = sketch_matrix(rows, cols, rank, work_dt) if rank is not None and rows else None
-        sketch = None if g is None or cols > CHUNK else torch.empty(max(rows, cols), g.shape[1], dtype=work_dt)
+        sketch = None if g is None or cols > CHUNK else np.empty((max(rows, cols), g.shape[1]), dtype=work_dt)
         rank_alone = rank is not None and rows and keep_rows is None and keep_entries is None and cols <= CHUNK
         k = numel if keep_entries is None else kept_count(keep_entries, numel)
         gather = rank is None and keep_rows is None and 0 < k < numel and numel > 4 * SAMPLE  # entries alone
         positions = sample_positions(numel) if gather else None
-        sample = torch.empty(len(range(numel)[positions]), dtype=work_dt) if gather else None
+        sample = np.empty(len(range(numel)[positions]), dtype=work_dt) if gather else None
         for s in range(0, numel, step):  # BASE is read once, into memory
             n = min(step, numel - s)
-            self._as_work(info, s, n, 0, base[s : s + n].numpy())  # straight into the buffer
+            self._as_work(info, s, n, 0, base[s : s + n])  # straight into the buffer
             if not self.allow:
-                self._check_finite(base[s : s + n].numpy(), info, key, s * isz, n)
+                self._check_finite(base[s : s + n], info, key, s * isz, n)
         factors = []
         for i, (ck, lam) in enumerate(zip(self.tuned, self.lambdas)):
+            lam = work_dt(lam)
             for s in range(0, numel, step):
                 n = min(step, numel - s)
-                self._as_work(ck.tensors[key], s, n, 1, d[s : s + n].numpy())
-                d[s : s + n].sub_(base[s : s + n])
+                part = self._as_work(ck.tensors[key], s, n, 1, d[s : s + n])
+                with np.errstate(over="ignore", invalid="ignore"):  # reported next (or let through)
+                    np.subtract(part, base[s : s + n], out=part)
                 if not self.allow:
-                    self._check_finite(d[s : s + n].numpy(), info, key, s * isz, n)
+                    self._check_finite(part, info, key, s * isz, n)
                 if sketch is not None:  # Y = D·G (rows ≥ cols) or Dᵀ·G, from this block of rows
-                    block, r = d[s : s + n].view(-1, cols), s // cols
+                    block, r = part.reshape(-1, cols), s // cols
                     if rows >= cols:
-                        torch.matmul(block, g, out=sketch[r : r + block.shape[0]])
+                        np.matmul(block, g, out=sketch[r : r + block.shape[0]])
+                    elif s == 0:
+                        np.matmul(block.T, g[r : r + block.shape[0]], out=sketch)
                     else:
-                        sketch.addmm_(block.T, g[r : r + block.shape[0]], beta=0.0 if s == 0 else 1.0)
+                        sketch += block.T @ g[r : r + block.shape[0]]
                 if sample is not None:  # the sampled entries of this chunk: sample[j] is entry start + j·step
                     j = max(0, -(-(s - positions.start) // positions.step))  # the first at or after s
-                    part = d[positions.start + j * positions.step : s + n : positions.step]
-                    sample[j : j + part.numel()].copy_(part)
-            matrix = d.view(rows, cols) if rows else None
-            threads = torch.get_num_threads()
-            torch.set_num_threads(self.threads)  # the linear algebra is compute-bound: every core but the writer's
-            try:
-                if rank is not None and matrix is not None:
-                    left, right = (f.to(work_dt) for f in rank_k_factors(matrix, rank, sketch=sketch))
-                    if rank_alone:  # ACC is formed in the last pass
-                        factors.append((lam, left, right))
-                        continue
-                    if keep_rows is None and keep_entries is None:  # a row longer than a chunk: ACC += λ·left·right
-                        self._low_rank_into(None, left, right, lam=lam, acc=acc.view(matrix.shape), first=i == 0)
-                        continue
-                    self._low_rank_into(matrix, left, right, lam=None, acc=None, first=False)  # the next needs it
-                if keep_rows is not None and matrix is not None:
-                    matrix.mul_(row_mask(matrix, keep_rows).to(work_dt)[:, None])
-            finally:
-                torch.set_num_threads(threads)
+                    taken = d[positions.start + j * positions.step : s + n : positions.step]
+                    sample[j : j + taken.size] = taken
+            matrix = d.reshape(rows, cols) if rows else None
+            if rank is not None and matrix is not None:
+                left, right = (f.astype(work_dt, copy=False) for f in rank_k_factors(matrix, rank, sketch=sketch))
+                if rank_alone:  # ACC is formed in the last pass
+                    factors.append((lam, left, right))
+                    continue
+                if keep_rows is None and keep_entries is None:  # a row longer than a chunk: ACC += λ·left·right
+                    self._low_rank_into(None, left, right, lam=lam, acc=acc.reshape(matrix.shape), first=i == 0)
+                    continue
+                self._low_rank_into(matrix, left, right, lam=None, acc=None, first=False)  # the next needs it
+            if keep_rows is not None and matrix is not None:
+                matrix *= largest_rows(np.sqrt(np.einsum("ij,ij->i", matrix, matrix)), keep_rows)[:, None]
             if 0 < k < numel:
                 from ._select_kernel import accumulate_kept
 
                 thr, _, ties = kth_largest_selection(d, k, sample=sample)
-                accumulate_kept(d.numpy(), thr, ties.numpy(), lam, acc.numpy(), i == 0)
+                accumulate_kept(d, thr, ties, float(lam), acc, i == 0)
             elif k == 0:
                 if i == 0:
-                    acc.zero_()
-            elif i == 0:
-                torch.mul(d, lam, out=acc)
+                    acc.fill(0)
             else:
-                acc.add_(d, alpha=lam)
+                for s in range(0, numel, CHUNK):  # ACC (=, +=) λ·Dᵢ, a cache-sized piece at a time
+                    if i == 0:
+                        np.multiply(d[s : s + CHUNK], lam, out=acc[s : s + CHUNK])
+                    else:
+                        np.multiply(d[s : s + CHUNK], lam, out=d[s : s + CHUNK])
+                        acc[s : s + CHUNK] += d[s : s + CHUNK]
         if factors:  # one product for all: [λ₁·left₁ | λ₂·left₂ | …] · [right₁; right₂; …]
-            lefts = torch.cat([lam * left for lam, left, _ in factors], dim=1)
-            rights = torch.cat([right for _, _, right in factors], dim=0)
-        osz, direct = ITEMSIZE[out_name], _NUMPY.get(out_name) is np_work
-        outs = self._whole_output(numel * osz)
+            lefts = np.concatenate([lam * left for lam, left, _ in factors], axis=1)
+            rights = np.concatenate([right for _, _, right in factors], axis=0)
+        osz, direct = ITEMSIZE[out_name], _NUMPY.get(out_name) is work_dt
+        outs, jobs = self._whole_output(numel * osz)
         for s in range(0, numel, step):
             n = min(step, numel - s)
+            part, raw = acc[s : s + n], outs[s * osz : (s + n) * osz]
             if factors:  # rank alone: this block of ACC = Σᵢ λᵢ·leftᵢ·rightᵢ
-                r, part = s // cols, acc[s : s + n].view(-1, cols)
-                torch.matmul(lefts[r : r + part.shape[0]], rights, out=part)
-            part, raw = acc[s : s + n].add_(base[s : s + n]).numpy(), outs[s * osz : (s + n) * osz]
-            if direct:
-                np.copyto(raw.view(np_work), part)
-            else:
-                _encode(part, out_name, raw, self.scratch)  # the one rounding to the output dtype
-            if not self.allow and not _all_finite(part if direct else raw, out_name):
+                r = s // cols
+                np.matmul(lefts[r : r + n // cols], rights, out=part.reshape(-1, cols))
+            merged = raw.view(work_dt) if direct else part
+            with np.errstate(over="ignore", invalid="ignore"):
+                np.add(part, base[s : s + n], out=merged)
+            if not direct:
+                _encode(merged, out_name, raw, self.scratch)  # the one rounding to the output dtype
+            if not self.allow and not _all_finite(merged if direct else raw, out_name):
                 self._blame(key, info, s * isz, n)
-            self.whole_jobs.append(self._write(fd, raw, path))
+            jobs.append(self._write(fd, raw, path))
 
 
 __all__ = ["CHUNK", "OUT_DTYPES", "clean_leftovers", "delta_transform", "merge_checkpoints"]
