@@ -138,8 +138,10 @@ def io_limit(inputs: list[str], out: str, fsync: bool = True) -> None:
             os.fsync(fh.fileno())
 
 
-def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB, CPU seconds: user + system) of that process."""
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB, CPU seconds: user + system, user seconds alone) of
+    that process. User time is the process's own work (the arithmetic); system time is the kernel's copying
+    to and from the page cache, which on a virtual machine varies with what the host has to fault in."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -148,7 +150,7 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, floa
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} … failed ({proc.returncode}):\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, usage.ru_utime
 
 
 def compare(reference: Path, other: Path) -> float:
@@ -291,9 +293,13 @@ def main(argv: list[str] | None = None) -> dict:
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
             os.sync()  # no method pays for writing back what the one before it left in memory
             runs.setdefault(name, []).append(measure(commands[name], env))
-            wall, rss, cpu = runs[name][-1]
-            print(f"round {rep + 1}  {name:14s} {wall:7.1f} s  {rss:7.0f} MB peak RSS  {cpu:6.1f} s CPU", flush=True)
-    results = {name: tuple(statistics.median(x[i] for x in r) for i in range(3)) for name, r in runs.items()}
+            wall, rss, cpu, user = runs[name][-1]
+            print(
+                f"round {rep + 1}  {name:14s} {wall:7.1f} s  {rss:7.0f} MB peak RSS  {cpu:6.1f} s CPU "
+                f"({user:.1f} s user)",
+                flush=True,
+            )
+    results = {name: tuple(statistics.median(x[i] for x in r) for i in range(4)) for name, r in runs.items()}
 
     errors = {}  # compared after every measurement: comparing loads torch into this process
     for name in ("stream", "stream-nosync"):
@@ -310,13 +316,14 @@ def main(argv: list[str] | None = None) -> dict:
     ref = results.get("io")
     print(f"medians over {args.repeats} interleaved round(s); walls of each round in brackets")
     print(
-        f"{'method':14s} {'wall s':>7s} {'wall / io':>10s} {'RSS MB':>8s} {'CPU s':>6s} {'max rel. diff':>14s}  rounds"
+        f"{'method':14s} {'wall s':>7s} {'wall / io':>10s} {'RSS MB':>8s} {'CPU s':>6s} {'user s':>6s} "
+        f"{'max rel. diff':>14s}  rounds"
     )
-    for name, (wall, rss, cpu) in results.items():
+    for name, (wall, rss, cpu, user) in results.items():
         ratio = f"{wall / ref[0]:10.2f}" if ref else f"{'-':>10s}"
         diff = f"{errors[name]:14.1e}" if name in errors else f"{'':14s}"
         rounds = ", ".join(f"{w[0]:.1f}" for w in runs[name])
-        print(f"{name:14s} {wall:7.1f} {ratio} {rss:8.0f} {cpu:6.1f} {diff}  [{rounds}]")
+        print(f"{name:14s} {wall:7.1f} {ratio} {rss:8.0f} {cpu:6.1f} {user:6.1f} {diff}  [{rounds}]")
     for name in ("stream", "stream-nosync"):
         if name in results and "mergekit" in results:
             s, m = results[name], results["mergekit"]
@@ -326,7 +333,10 @@ def main(argv: list[str] | None = None) -> dict:
             )
     if "stream-nosync" in results and "io-nosync" in results:
         s, i = results["stream-nosync"], results["io-nosync"]
-        print(f"stream-nosync / io-nosync: {s[0] / i[0]:.2f} (wall), {s[2] / i[2]:.2f} (CPU)")
+        print(
+            f"stream-nosync / io-nosync: {s[0] / i[0]:.2f} (wall), {s[2] / i[2]:.2f} (CPU); the arithmetic's user "
+            f"time beyond the copying: {s[3] - i[3]:.2f} s"
+        )
     if "stream" in results and "memory" in results:
         s, m = results["stream"], results["memory"]
         print(f"stream vs memory:   {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
