@@ -36,9 +36,14 @@ for safetensors checkpoints, a single file or a sharded Hugging Face layout (``m
   full, read-only filesystem, …) included.
 
 Memory: the plain merge works in chunks of ``CHUNK`` elements (a few MB whatever the model); the variants
-(``rank``, ``keep_rows``, ``keep_entries``) need whole tensors: four buffers of the largest tensor (BASE, Dᵢ,
-ACC in the work dtype; the output, written while the next tensor is computed) and the rank factors. Pickle
-checkpoints (``.bin``, ``.pt``, ``.ckpt``, …) are refused: unpickling runs arbitrary code.
+(``rank``, ``keep_rows``, ``keep_entries``) need whole tensors: five buffers of the largest tensor (BASE, Dᵢ,
+ACC in the work dtype; two for the output, each written while the next tensors are computed) and the rank
+factors. Pickle checkpoints (``.bin``, ``.pt``, ``.ckpt``, …) are refused: unpickling runs arbitrary code.
+
+The merge runs on numpy (the variants' kernels: ``tvutils.editing.fast``), not torch: ``import torch`` takes a
+second or two, as long as the whole plain merge of a 1 GB checkpoint. bfloat16 is converted by bit arithmetic
+(rounded to nearest, ties to even, as torch rounds: tested bit for bit on every value and tie); only float8
+tensors import torch, to convert them.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ from .fast import (
 )
 
 CHUNK = 1 << 18  # elements per chunk of the plain merge (1 MB of float32: stays in the CPU's caches)
+WRITE = 8 << 20  # bytes per write (few hand-offs to the writer thread, each of which waits for the GIL)
 OUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64"}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 _TMP = ".tvmerge-"
@@ -510,8 +516,10 @@ class _Merger:
         self.out_nbytes: dict[Path, int] = {}
         self.writer = ThreadPoolExecutor(1)
         self.pending: list[Future] = []
-        self.slots = [np.empty(CHUNK * 8, dtype=np.uint8) for _ in range(4)]  # output chunks, in turn
-        self.turn = 0
+        # the output is gathered into buffers of WRITE bytes, each written by one job while the next fills
+        self.out_bufs = [np.empty(WRITE, dtype=np.uint8) for _ in range(3)]
+        self.out_jobs: list[Future | None] = [None] * len(self.out_bufs)
+        self.out_turn, self.out_fill = 0, 0
         # a variant's output tensors: two buffers in turn, each written while the next tensors are computed
         self.whole_out: list[np.ndarray | None] = [None, None]
         self.whole_jobs: list[list[Future]] = [[], []]
@@ -554,12 +562,24 @@ class _Merger:
         self.pending.append(job)
         return job
 
-    def _submit(self, fd: int, data: np.ndarray, path: Path) -> None:
-        """Write a slot's contents; returns once fewer jobs than slots are pending (the writer works in order, so
-        the slot used next is free again)."""
-        self._write(fd, data, path)
-        while len(self.pending) >= len(self.slots):
-            self.pending.pop(0).result()
+    def _region(self, fd: int, path: Path, nbytes: int) -> np.ndarray:
+        """The next ``nbytes`` of the output (≤ WRITE), to be filled before the next call: a part of the current
+        write buffer, which is handed to the writer once full (or by ``_flush``)."""
+        if self.out_fill + nbytes > WRITE:
+            self._flush(fd, path)
+        start = self.out_fill
+        self.out_fill += nbytes
+        return self.out_bufs[self.out_turn][start : start + nbytes]
+
+    def _flush(self, fd: int, path: Path) -> None:
+        """Hand the current write buffer to the writer; wait until the one to be filled next is written out."""
+        if not self.out_fill:
+            return
+        self.out_jobs[self.out_turn] = self._write(fd, self.out_bufs[self.out_turn][: self.out_fill], path)
+        self.out_turn, self.out_fill = (self.out_turn + 1) % len(self.out_bufs), 0
+        job, self.out_jobs[self.out_turn] = self.out_jobs[self.out_turn], None
+        if job is not None:
+            job.result()
 
     def _whole_output(self, nbytes: int) -> tuple[np.ndarray, list[Future]]:
         """A buffer to round a variant's output tensor into, once the writer is done with what it last held, and
@@ -574,11 +594,6 @@ class _Merger:
             self.whole_out[turn] = buf = None
             self.whole_out[turn] = buf = np.empty(nbytes, dtype=np.uint8)
         return buf[:nbytes], jobs
-
-    def _slot(self) -> np.ndarray:
-        slot = self.slots[self.turn]
-        self.turn = (self.turn + 1) % len(self.slots)
-        return slot
 
     def _drain(self) -> None:
         while self.pending:
@@ -615,10 +630,12 @@ class _Merger:
             for key, info, dt in items:
                 if info.numel:
                     self._tensor(fd, path, key, info, dt)
+            self._flush(fd, path)
             self._drain()
             if self.fsync:
                 os.fsync(fd)
         finally:
+            self.out_fill = 0  # on an error, what was gathered is dropped with the file
             self._drain_quietly()
             os.close(fd)
         self.out_nbytes[path] = data
@@ -650,11 +667,10 @@ class _Merger:
         step = CHUNK * 8
         for start in range(0, info.nbytes, step):
             n = min(step, info.nbytes - start)
-            slot = self._read(info, start, n, self._slot())
+            slot = self._read(info, start, n, self._region(fd, path, n))
             for ck in self.tuned:
                 if not np.array_equal(slot, self._read(ck.tensors[key], start, n, self.bufs[1])):
                     raise CheckpointError(f"{ck.path}: non-float tensor {key!r} differs from the base")
-            self._submit(fd, slot, path)
 
     def _chunked(self, fd: int, path: Path, info: TensorInfo, key: str, out_name: str) -> None:
         """OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE) chunk by chunk (CHUNK elements: the buffers stay in the CPU's caches)."""
@@ -666,7 +682,7 @@ class _Merger:
         for s in range(0, info.numel, CHUNK):
             n = min(CHUNK, info.numel - s)
             b = self._as_work(info, s, n, 0, bw)
-            slot = self._slot()[: n * osz]
+            slot = self._region(fd, path, n * osz)
             acc = slot.view(work_dt) if direct else aw[:n]
             with np.errstate(over="ignore", invalid="ignore"):  # a NaN or Inf is reported (or let through) below
                 for i, (ck, lam) in enumerate(zip(self.tuned, lams)):
@@ -682,7 +698,6 @@ class _Merger:
                 _encode(acc, out_name, slot, self.scratch)  # the one rounding to the output dtype
             if not self.allow and not _all_finite(acc if direct else slot, out_name):
                 self._blame(key, info, s * isz, n)
-            self._submit(fd, slot, path)
 
     def _check_finite(self, values: np.ndarray, info: TensorInfo, key: str, byte_start: int, n: int) -> None:
         if not _all_finite(values, info.dtype):
@@ -741,8 +756,9 @@ class _Merger:
         masked in place; entries: the k-th largest magnitude and its ties by ``kth_largest_selection``); then
         ACC += λᵢ·(kept part of Dᵢ), one pass. Last, OUT = BASE + ACC, rounded once, chunk by chunk. Rank
         alone keeps only each Dᵢ's factors and forms ACC block by block in that last pass. OUT is rounded into
-        a buffer of its own that the writer thread writes while the next tensor is computed. Memory: three
-        work-dtype buffers (BASE, read once; Dᵢ; ACC) and the output buffer, of the largest tensor's size,
+        one of two buffers of its own, which the writer thread writes while the next tensors are computed.
+        Memory: three work-dtype buffers (BASE, read once; Dᵢ; ACC) and the two output buffers, of the largest
+        tensor's size,
         reused from tensor to tensor.
         """
         work_dt = _work_dtype(info.dtype, out_name)
@@ -818,6 +834,8 @@ class _Merger:
             rights = np.concatenate([right for _, _, right in factors], axis=0)
         osz, direct = ITEMSIZE[out_name], _NUMPY.get(out_name) is work_dt
         outs, jobs = self._whole_output(numel * osz)
+        self._flush(fd, path)  # the output so far goes first
+        written = 0
         for s in range(0, numel, step):
             n = min(step, numel - s)
             part, raw = acc[s : s + n], outs[s * osz : (s + n) * osz]
@@ -831,7 +849,9 @@ class _Merger:
                 _encode(merged, out_name, raw, self.scratch)  # the one rounding to the output dtype
             if not self.allow and not _all_finite(merged if direct else raw, out_name):
                 self._blame(key, info, s * isz, n)
-            jobs.append(self._write(fd, raw, path))
+            if (s + n) * osz - written >= WRITE or s + n == numel:  # a write of WRITE bytes or more, or the rest
+                jobs.append(self._write(fd, outs[written : (s + n) * osz], path))
+                written = (s + n) * osz
 
 
 __all__ = ["CHUNK", "OUT_DTYPES", "clean_leftovers", "delta_transform", "merge_checkpoints"]
