@@ -512,7 +512,8 @@ class _Merger:
             log,
         )
         self.whole: dict[object, tuple | None] = {}
-        self.fds: dict[Path, int] = {}
+        self.fds: dict[Path, int] = {}  # inputs
+        self.out_fds: set[int] = set()  # outputs not yet closed
         self.out_nbytes: dict[Path, int] = {}
         self.writer = ThreadPoolExecutor(1)
         self.pending: list[Future] = []
@@ -610,14 +611,11 @@ class _Merger:
             with limits:
                 for path, infos in files.items():
                     self._file(path, infos)
+            self._drain()  # the last writes, fsyncs and closes: an error of the writer is raised here
         finally:
-            for job in self.pending:  # on an error: let the writer finish, then close what it had open
-                try:
-                    job.result()
-                except Exception:  # noqa: BLE001 (the error that matters is the one being raised)
-                    pass
+            self._drain_quietly()  # on an error: let the writer finish, then close what is open
             self.writer.shutdown(wait=True)
-            for fd in self.fds.values():
+            for fd in (*self.fds.values(), *self.out_fds):
                 os.close(fd)
 
     def _file(self, path: Path, keys: list[str]) -> None:
@@ -625,22 +623,31 @@ class _Merger:
         items = [(k, self.base.tensors[k], self._dtype_of(self.base.tensors[k])) for k in keys]
         head, data = _header_bytes(items, {"format": "pt"})
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.out_fds.add(fd)
         try:
             _write_all(fd, memoryview(head), path)
             for key, info, dt in items:
                 if info.numel:
                     self._tensor(fd, path, key, info, dt)
             self._flush(fd, path)
-            self._drain()
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            self.out_fill = 0  # on an error, what was gathered is dropped with the file
-            self._drain_quietly()
-            os.close(fd)
+        except BaseException:
+            self.out_fill = 0  # what was gathered is dropped with the file
+            raise
+        # fsync'd and closed by the writer once written, while the next file is computed
+        self.pending.append(self.writer.submit(self._close, fd, path))
         self.out_nbytes[path] = data
         if self.log is not None:
-            self.log(f"wrote {path.name} ({len(keys)} tensors)")
+            self.log(f"merged {path.name} ({len(keys)} tensors; written out while the next file is computed)")
+
+    def _close(self, fd: int, path: Path) -> None:
+        try:
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        finally:
+            self.out_fds.discard(fd)
+            os.close(fd)
 
     def _drain_quietly(self) -> None:
         for job in self.pending:
