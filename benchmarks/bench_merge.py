@@ -10,8 +10,9 @@ OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoin
 * ``stream-rank``, ``stream-entries``: the streaming merge with ``--rank 8`` / ``--keep-entries 0.1``;
 * ``-nosync`` versions of ``io`` and ``stream`` skip the fsync (mergekit and the in-memory version do not fsync).
 
-Each runs in its own process, after an ``os.sync()`` (so that none pays for writing back the output the one
-before it left in memory): wall time and peak RSS (from wait4). ``--repeats`` rounds run every method once
+Each runs in its own process, after an ``os.sync()``, and writes the same output path, removed just before
+(so that each starts from the same state of memory: see the comment in ``main``): wall time, peak RSS and CPU
+time, user time apart (from wait4). ``--repeats`` rounds run every method once
 each, interleaved (round 1: io, stream, …, mergekit; round 2: the same), and the medians over rounds are
 reported, so that a burst of load on the shared machine hits every method alike. The streamed output is compared
 with the in-memory one (and mergekit's) tensor by tensor. Ratios are what to read; absolute times on a shared
@@ -253,14 +254,15 @@ def main(argv: list[str] | None = None) -> dict:
             *extra,
         ]
 
+    out, reference = work / "out", work / "reference"  # every method writes OUT (see the loop below)
     commands = {
-        "io": [py, me, "_io", str(work / "io.out"), str(models["base"]), *tuned],
-        "stream": stream_command(work / "stream"),
-        "io-nosync": [py, me, "_io-nosync", str(work / "io.out"), str(models["base"]), *tuned],
-        "stream-nosync": stream_command(work / "stream-nosync", "--no-fsync"),
-        "stream-rank": stream_command(work / "stream-rank", "--rank", "8"),
-        "stream-entries": stream_command(work / "stream-entries", "--keep-entries", "0.1"),
-        "memory": [py, me, "_memory", str(models["base"]), *tuned, str(work / "memory")],
+        "io": [py, me, "_io", str(out), str(models["base"]), *tuned],
+        "stream": stream_command(out),
+        "io-nosync": [py, me, "_io-nosync", str(out), str(models["base"]), *tuned],
+        "stream-nosync": stream_command(out, "--no-fsync"),
+        "stream-rank": stream_command(out, "--rank", "8"),
+        "stream-entries": stream_command(out, "--keep-entries", "0.1"),
+        "memory": [py, me, "_memory", str(models["base"]), *tuned, str(out)],
     }
     if mergekit.exists():
         spec = {
@@ -274,24 +276,29 @@ def main(argv: list[str] | None = None) -> dict:
         commands["mergekit"] = [
             str(mergekit),
             str(work / "mergekit.yml"),
-            str(work / "mergekit"),
+            str(out),
             "--quiet",
             "--no-copy-tokenizer",
             "--no-write-model-card",
         ]
-    outputs = {"io": work / "io.out", "io-nosync": work / "io.out", "memory": work / "memory"}
-    outputs.update({name: work / name for name in commands if name.startswith(("stream", "mergekit"))})
     runs: dict[str, list[tuple[float, float]]] = {}
     methods = [m for m in args.methods if m in commands]
+    methods.sort(key=lambda m: m != "memory")  # the in-memory merge first: its output is the reference
     for name in args.methods:
         if name not in commands:
             print(f"{name}: skipped (mergekit not found: pip install -e '.[bench]' -c constraints, or --mergekit)")
+    # Every method writes the same OUT, removed just before the next method runs, and an os.sync() first: each
+    # starts from the same state (no dirty pages to write back; the memory its output takes just freed by the
+    # previous output). On a virtual machine, memory freed long ago costs the kernel several times more to write
+    # into than memory freed just now (the host faults it in again), which would favour whichever method follows
+    # another one's deleted output. The outputs compared are compared right after their run, in a child process.
+    errors: dict[str, float] = {}
+    ref_name = None
     for rep in range(args.repeats):
         for name in methods:
-            out = outputs[name]
-            if out.exists():  # each run writes a fresh output
+            if out.exists():
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
-            os.sync()  # no method pays for writing back what the one before it left in memory
+            os.sync()
             runs.setdefault(name, []).append(measure(commands[name], env))
             wall, rss, cpu, user = runs[name][-1]
             print(
@@ -299,22 +306,27 @@ def main(argv: list[str] | None = None) -> dict:
                 f"({user:.1f} s user)",
                 flush=True,
             )
+            if name in ("memory", "stream", "stream-nosync", "mergekit"):  # the exact merges, compared
+                if ref_name is None:  # the first one's output is the reference, kept aside
+                    out.rename(reference)
+                    ref_name = name
+                elif name != ref_name:
+                    diff = subprocess.run(
+                        [py, me, "_compare", str(reference), str(out)], env=env, check=True, capture_output=True
+                    )
+                    errors[name] = max(errors.get(name, 0.0), float(diff.stdout))
     results = {name: tuple(statistics.median(x[i] for x in r) for i in range(4)) for name, r in runs.items()}
-
-    errors = {}  # compared after every measurement: comparing loads torch into this process
-    for name in ("stream", "stream-nosync"):
-        if name in results and "memory" in results:
-            errors[name] = compare(work / "memory", work / name)
-    if "stream" in results and "stream-nosync" in results and "memory" not in results:
-        errors["stream-nosync"] = compare(work / "stream", work / "stream-nosync")
-    if "mergekit" in results and "memory" in results:
-        errors["mergekit"] = compare(work / "memory", work / "mergekit")
+    for path in (out, reference):
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     print(
         f"\nmodel: {len(shapes)} tensors, {size_mb:.0f} MB per checkpoint; largest tensor "
         f"{max(4 * __import__('math').prod(s) for s in shapes.values()) / 2**20:.0f} MB"
     )
     ref = results.get("io")
     print(f"medians over {args.repeats} interleaved round(s); walls of each round in brackets")
+    if ref_name is not None:
+        print(f"max rel. diff: the largest over rounds and tensors, against the output of {ref_name}")
     print(
         f"{'method':14s} {'wall s':>7s} {'wall / io':>10s} {'RSS MB':>8s} {'CPU s':>6s} {'user s':>6s} "
         f"{'max rel. diff':>14s}  rounds"
@@ -359,6 +371,8 @@ if __name__ == "__main__":
             generate(
                 Path(folder), {k: tuple(v) for k, v in spec["shapes"].items()}, spec["shards"], task, spec["config"]
             )
+    elif len(sys.argv) > 1 and sys.argv[1] == "_compare":
+        print(compare(Path(sys.argv[2]), Path(sys.argv[3])))
     elif len(sys.argv) > 1 and sys.argv[1] == "_memory":
         in_memory(sys.argv[2], sys.argv[3:-1], sys.argv[-1])
     elif len(sys.argv) > 1 and sys.argv[1] in ("_io", "_io-nosync"):
