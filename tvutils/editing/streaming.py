@@ -846,8 +846,8 @@ class _Merger:
         for s in range(0, numel, step):
             n = min(step, numel - s)
             part, raw = acc[s : s + n], outs[s * osz : (s + n) * osz]
-            if factors:  # rank alone: this block of ACC = Σᵢ λᵢ·leftᵢ·rightᵢ
-                r = s // cols
+            if factors:  # rank alone: this block of ACC = Σᵢ λᵢ·leftᵢ·rightᵢ, in a chunk buffer (ACC's own
+                part, r = self.work[work_dt][2][:n], s // cols  # memory is never touched: no page faults)
                 np.matmul(lefts[r : r + n // cols], rights, out=part.reshape(-1, cols))
             merged = raw.view(work_dt) if direct else part
             with np.errstate(over="ignore", invalid="ignore"):
