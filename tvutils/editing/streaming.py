@@ -428,7 +428,6 @@ def _header_bytes(items: list[tuple[str, TensorInfo, str]], metadata: dict[str, 
 
 # ---- the dtypes: decoded to the work dtype and encoded from it with numpy (torch only for float8) ------------------
 _NUMPY = {"F64": np.float64, "F32": np.float32, "F16": np.float16}
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _INF_BITS = {"BF16": 0x7F80, "F16": 0x7C00}  # |bits| ≥ these: Inf or NaN
 
 

@@ -81,8 +81,7 @@ def rank_k_fast(t: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
     spectrum and equal to it to float precision when the spectrum decays (tests/editing/test_variants.py
     measures both).
     """
-    m = as_matrix(t).detach().to("cpu", torch.float64 if t.dtype == torch.float64 else torch.float32)
-    left, right = rank_k_factors(m.numpy(), k, seed)
+    left, right = rank_k_factors(_numpy(as_matrix(t)), k, seed)
     return torch.from_numpy(left @ right).reshape(t.shape).to(t.device, t.dtype)
 
 
