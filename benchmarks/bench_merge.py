@@ -10,10 +10,10 @@ OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoin
 * ``stream-rank``, ``stream-entries``: the streaming merge with ``--rank 8`` / ``--keep-entries 0.1``;
 * ``-nosync`` versions of ``io`` and ``stream`` skip the fsync (mergekit and the in-memory version do not fsync).
 
-Each runs in its own process, after an ``os.sync()``, and writes the same output path, removed just before
-(so that each starts from the same state of memory: see the comment in ``main``): wall time, peak RSS and CPU
-time, user time apart (from wait4). ``--repeats`` rounds run every method once
-each, interleaved (round 1: io, stream, …, mergekit; round 2: the same), and the medians over rounds are
+Each runs in its own process, after an ``os.sync()`` and ``--settle`` (see ``settle``), and writes the same output
+path, removed just before (so that each starts from the same state of memory: see the comment in ``main``): wall
+time, peak RSS and CPU time, user time apart (from wait4). ``--repeats`` rounds run every method once each,
+interleaved (round 1: io, stream, …, mergekit; round 2: the same), and the medians over rounds are
 reported, so that a burst of load on the shared machine hits every method alike. The streamed output is compared
 with the in-memory one (and mergekit's) tensor by tensor. Ratios are what to read; absolute times on a shared
 machine are noise.
@@ -39,6 +39,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDAS = (1.0, -0.6)
+# Free page reporting (a virtual machine's guest kernel handing free memory back to the host, which must fault it
+# in again when the guest touches it): the count of KiB reported so far, where the kernel exposes it.
+REPORTED_KIB = Path("/sys/module/page_reporting/parameters/reported_kib")
 
 
 # ---- the generated checkpoints --------------------------------------------------------------------------------
@@ -139,6 +142,30 @@ def io_limit(inputs: list[str], out: str, fsync: bool = True) -> None:
             os.fsync(fh.fileno())
 
 
+def settle(seconds: float, quiet: float = 2.5, limit: float = 30.0) -> float:
+    """Wait until memory freed just now is in the state memory freed long ago is in; return the KiB reported.
+
+    On a virtual machine with free page reporting the guest hands free memory back to the host in passes, a
+    second or more after it was freed, and writing into memory handed back costs the kernel several times more
+    than writing into memory freed a moment ago. Without a wait, a method's cost depends on where it falls in
+    that cycle. With ``REPORTED_KIB`` readable: wait until its count has not moved for ``quiet`` seconds (at most
+    ``limit``); otherwise sleep ``seconds``."""
+    if seconds <= 0:
+        return 0.0
+    try:
+        first = last = int(REPORTED_KIB.read_text())
+    except (OSError, ValueError):
+        time.sleep(seconds)
+        return 0.0
+    start = still = time.perf_counter()
+    while (now := time.perf_counter()) - still < quiet and now - start < limit:
+        time.sleep(0.1)
+        count = int(REPORTED_KIB.read_text())
+        if count != last:
+            last, still = count, time.perf_counter()
+    return float(last - first)
+
+
 def measure(cmd: list[str], env: dict | None = None) -> tuple[float, float, float, float]:
     """Run a command; return (wall seconds, peak RSS in MB, CPU seconds: user + system, user seconds alone) of
     that process. User time is the process's own work (the arithmetic); system time is the kernel's copying
@@ -191,6 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--mergekit", type=Path, default=None, help="the mergekit-yaml executable")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        help="before each method, wait this long (or, where the kernel reports it, until free page reporting has "
+        "been quiet for 2.5 s) so that memory just freed is handed back to the host as memory freed long ago is; "
+        "0: no wait",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
     parser.add_argument("--reuse", action="store_true", help="reuse checkpoints kept by --keep with the same spec")
     args = parser.parse_args(argv)
@@ -287,11 +322,13 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.methods:
         if name not in commands:
             print(f"{name}: skipped (mergekit not found: pip install -e '.[bench]' -c constraints, or --mergekit)")
-    # Every method writes the same OUT, removed just before the next method runs, and an os.sync() first: each
-    # starts from the same state (no dirty pages to write back; the memory its output takes just freed by the
-    # previous output). On a virtual machine, memory freed long ago costs the kernel several times more to write
-    # into than memory freed just now (the host faults it in again), which would favour whichever method follows
-    # another one's deleted output. The outputs compared are compared right after their run, in a child process.
+    # Every method writes the same OUT, removed just before the next method runs, then an os.sync() and a wait
+    # for free page reporting to settle: each starts from the same state (no dirty pages to write back; the
+    # memory its output will take freed and handed back to the host, as memory freed long ago is when a user
+    # starts a merge). On a virtual machine, memory handed back costs the kernel several times more to write
+    # into than memory freed a moment ago (the host faults it in again); the guest hands it back in passes a
+    # second or more after the free, so without the wait each method's cost depends on where in that cycle it
+    # falls. The outputs compared are compared right after their run, in a child process.
     errors: dict[str, float] = {}
     ref_name = None
     for rep in range(args.repeats):
@@ -299,11 +336,12 @@ def main(argv: list[str] | None = None) -> dict:
             if out.exists():
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
             os.sync()
+            reported = settle(args.settle)
             runs.setdefault(name, []).append(measure(commands[name], env))
             wall, rss, cpu, user = runs[name][-1]
             print(
                 f"round {rep + 1}  {name:14s} {wall:7.1f} s  {rss:7.0f} MB peak RSS  {cpu:6.1f} s CPU "
-                f"({user:.1f} s user)",
+                f"({user:.1f} s user)" + (f"  [{reported / 1024:.0f} MB handed back before it]" if reported else ""),
                 flush=True,
             )
             if name in ("memory", "stream", "stream-nosync", "mergekit"):  # the exact merges, compared

@@ -39,11 +39,32 @@ def test_bench_merge_tiny(tmp_path):
             *methods,
             "--repeats",
             "1",
+            "--settle",
+            "0",
         ]
     )
     assert set(out["results"]) == set(methods)
     assert out["errors"]["stream"] < 1e-6
     assert not (tmp_path / "bench").exists()
+
+
+def test_bench_merge_settle_waits_for_page_reporting(tmp_path, monkeypatch):
+    """settle() waits until the reported count has been still for `quiet` seconds, and returns what moved."""
+    import threading
+    import time
+
+    bench = _load("bench_merge")
+    counter = tmp_path / "reported_kib"
+    counter.write_text("100")
+    monkeypatch.setattr(bench, "REPORTED_KIB", counter)
+    start = time.perf_counter()
+    threading.Timer(0.3, lambda: counter.write_text("612")).start()  # a pass hands back 512 KiB after 0.3 s
+    assert bench.settle(5.0, quiet=0.5) == 512.0
+    assert 0.8 <= time.perf_counter() - start < 3.0  # 0.3 s, then 0.5 s of quiet
+    assert bench.settle(0.0) == 0.0  # no wait at all
+    monkeypatch.setattr(bench, "REPORTED_KIB", tmp_path / "absent")  # no counter: a plain sleep
+    start = time.perf_counter()
+    assert bench.settle(0.2) == 0.0 and time.perf_counter() - start >= 0.2
 
 
 def test_bench_cost_tiny(monkeypatch):
