@@ -121,25 +121,31 @@ def in_memory(base: str, tuned: list[str], out: str) -> None:
 
 
 def io_limit(inputs: list[str], out: str, fsync: bool = True) -> None:
-    """Read every input file, write one output as large as the largest model, fsync: no arithmetic."""
-    buf = bytearray(64 << 20)
-    view = memoryview(buf)
-    size = 0
-    for folder in inputs:
-        folder_size = 0
-        for f in sorted(Path(folder).glob("*.safetensors")):
-            with open(f, "rb") as fh:
-                while n := fh.readinto(view):
-                    folder_size += n
-        size = max(size, folder_size)
-    with open(out, "wb") as fh:
-        while size > 0:
-            n = min(size, len(buf))
-            fh.write(view[:n])
-            size -= n
-        fh.flush()
+    """Read every input file and write one output as large as the largest model (fsync'd if asked): no arithmetic.
+
+    The reads and the writes run side by side, in two threads, each through a 1 MB buffer that stays in cache:
+    the fastest a merge could go on this machine, if its arithmetic cost nothing."""
+    import threading
+
+    files = [sorted(Path(folder).glob("*.safetensors")) for folder in inputs]
+    size = max(sum(f.stat().st_size for f in group) for group in files)
+
+    def read_all() -> None:
+        view = memoryview(bytearray(1 << 20))
+        for f in (f for group in files for f in group):
+            with open(f, "rb", buffering=0) as fh:
+                while fh.readinto(view):
+                    pass
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    view, left = memoryview(bytearray(1 << 20)), size
+    with open(out, "wb", buffering=0) as fh:
+        while left > 0:
+            left -= fh.write(view[: min(left, len(view))])
         if fsync:
             os.fsync(fh.fileno())
+    reader.join()
 
 
 def settle(seconds: float, quiet: float = 2.5, limit: float = 30.0) -> float:

@@ -786,14 +786,15 @@ class _Merger:
             self._as_work(info, s, n, 0, base[s : s + n])  # straight into the buffer
             if not self.allow:
                 self._check_finite(base[s : s + n], info, key, s * isz, n)
-        factors = []
+        factors, chunk = [], self.work[work_dt][1]
         for i, (ck, lam) in enumerate(zip(self.tuned, self.lambdas)):
             lam = work_dt(lam)
             for s in range(0, numel, step):
                 n = min(step, numel - s)
-                part = self._as_work(ck.tensors[key], s, n, 1, d[s : s + n])
+                tuned = self._as_work(ck.tensors[key], s, n, 1, chunk)  # read into a buffer in cache
+                part = d[s : s + n]
                 with np.errstate(over="ignore", invalid="ignore"):  # reported next (or let through)
-                    np.subtract(part, base[s : s + n], out=part)
+                    np.subtract(tuned, base[s : s + n], out=part)  # Dᵢ's memory written once
                 if not self.allow:
                     self._check_finite(part, info, key, s * isz, n)
                 if sketch is not None:  # Y = D·G (rows ≥ cols) or Dᵀ·G, from this block of rows
