@@ -5,8 +5,8 @@ OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoin
 * ``stream``    ``python -m tvutils merge`` (tvutils.editing.streaming: one tensor at a time, reused buffers),
 * ``memory``    the in-memory computation: load the three models whole, merge, save,
 * ``mergekit``  ``mergekit-yaml`` with ``merge_method: task_arithmetic`` (optional extra ``bench``),
-* ``io``        the machine's own limit: read every input file and write one output of the same size (fsync'd,
-                as the stream's output is), no arithmetic;
+* ``io``        the machine's own limit: read every input file while writing one output of the same size, in two
+                threads (fsync'd, as the stream's output is), no arithmetic;
 * ``stream-rank``, ``stream-entries``: the streaming merge with ``--rank 8`` / ``--keep-entries 0.1``;
 * ``-nosync`` versions of ``io`` and ``stream`` skip the fsync (mergekit and the in-memory version do not fsync).
 
