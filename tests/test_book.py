@@ -40,6 +40,38 @@ def test_notebook_skeleton(path):
         assert "Verdict(" in code and ".finish(" in code, "a chapter ends with a verdict"
 
 
+def _heading_jumps(texts: list[str]) -> list[str]:
+    """Headings that go down more than one level from the one before (myst warns, and the build treats warnings
+    as errors); fenced code is skipped."""
+    found, last, fence = [], 0, False
+    for text in texts:
+        for line in text.splitlines():
+            if line.lstrip().startswith(("```", "~~~")):
+                fence = not fence
+            level = len(line) - len(line.lstrip("#"))
+            if fence or not 0 < level <= 6 or not line[level:].startswith(" "):
+                continue
+            if last and level > last + 1:
+                found.append(f"H{last} to H{level}: {line.strip()}")
+            last = level
+    return found
+
+
+def test_the_heading_check_finds_a_skipped_level():
+    assert _heading_jumps(["# Title\n\n### Too deep"]) == ["H1 to H3: ### Too deep"]
+    assert _heading_jumps(["# Title\n```\n### in code\n```\n## Fine\n### Fine\n# Again"]) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + sorted((ROOT / "book").glob("*.md")), ids=lambda p: p.stem)
+def test_headings_never_skip_a_level(path):
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text())["cells"]
+        texts = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    else:
+        texts = [path.read_text()]
+    assert not _heading_jumps(texts), f"{path.name}: {_heading_jumps(texts)}"
+
+
 def test_every_notebook_is_in_the_toc():
     toc = (ROOT / "_toc.yml").read_text()
     for path in NOTEBOOKS:
