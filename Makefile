@@ -56,7 +56,7 @@ lint: $(STAMP)
 	$(ACTIONLINT) .github/workflows/*.yml
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -q -n $(JOBS) --dist loadfile
+	$(PY) -m pytest tests -q -n $(JOBS) --dist loadgroup
 
 notebooks-ci: setup
 	$(PY) tools/run_notebooks.py --profile ci --out _build/executed/ci --jobs $(JOBS)
