@@ -2,8 +2,8 @@
 
 Every test file goes to one worker whole (its module fixtures are built once), except the stand-ins of the
 `full` profiles (``test_full_profiles.py``): each of those runs a whole chapter in its own temporary folders and
-takes 10-30 s, so they are shared out one by one; together they are most of the unit tests' time, and one worker
-holding all of them left the other idle for about a minute.
+took 10-28 s (``--durations``, 2026-12-03), 111 s of the 139 s all tests took with every file on one worker, so
+they are shared out one by one (then 93 s in all).
 """
 
 from __future__ import annotations
