@@ -114,8 +114,10 @@ def test_bound_censored_values_are_counted():
 
 
 def test_bound_needs_a_held_out_size():
-    with pytest.raises(ValueError, match="hold out"):
-        forms.upper_bound(np.ones((3, 4)), np.ones(4), SIZES, fit=4)
+    out = forms.upper_bound(np.ones((3, 4)), np.ones(4), SIZES, fit=4)
+    assert out.result == forms.INCONCLUSIVE and "leaves none to score" in out.detail
+    with pytest.raises(ValueError, match="at least one size"):
+        forms.upper_bound(np.ones((3, 4)), np.ones(4), SIZES, fit=0)
 
 
 # ---- Θ order: two one-sided tests -----------------------------------------------------------------------------
@@ -141,7 +143,9 @@ def test_order_noisy_measurement_is_inconclusive_not_passed():
 # ---- helpers ----------------------------------------------------------------------------------------------------
 def test_t_interval_matches_scipy_quantiles():
     m, lo, hi = forms.t_interval([1.0, 2.0, 3.0])
-    assert m == 2.0 and lo == pytest.approx(2 - 4.302653 / np.sqrt(3)) and hi == pytest.approx(2 + 4.302653 / np.sqrt(3))
+    assert (
+        m == 2.0 and lo == pytest.approx(2 - 4.302653 / np.sqrt(3)) and hi == pytest.approx(2 + 4.302653 / np.sqrt(3))
+    )
     _, lo1, hi1 = forms.t_interval([1.0, 2.0, 3.0], sided="lower")
     assert hi1 == np.inf and lo1 > lo
 

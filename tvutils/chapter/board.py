@@ -39,7 +39,9 @@ def load_verdicts(directory: Path | None = None) -> pd.DataFrame:
                 rows.append({"notebook": doc["notebook"], "profile": doc["profile"], "judged": doc.get("judged", True)}
                             | {k: d.get(k, "") for k in COLUMNS[3:]})  # fmt: skip
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a verdict file of this version of the book ({exc}); re-run its chapter") from None
+            raise ValueError(
+                f"{path}: not a verdict file of this version of the book ({exc}); re-run its chapter"
+            ) from None
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

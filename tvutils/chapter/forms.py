@@ -149,7 +149,8 @@ def comparison(
         est, lo, hi = (float(v) for v in interval)
         n = "given interval"
     if math.isnan(lo) or math.isnan(hi):
-        return Outcome(INCONCLUSIVE, est, est, None, f"no interval ({n}): one value cannot decide a comparison")
+        return Outcome(INCONCLUSIVE, est, est, None, f"no interval ({n}): fewer than two finite values cannot decide "
+                       "a comparison")  # fmt: skip
     above = comparison in (">", ">=")
     op = COMPARISONS[comparison]
     if op(lo if above else hi, limit):
@@ -182,8 +183,11 @@ def _bound(
     S, K = f.shape
     if sizes.shape != (K,):
         raise ValueError(f"sizes {sizes.shape} do not match the values' {K} columns")
-    if not 1 <= fit < K:
-        raise ValueError(f"fit must hold out at least one size to fit and one to score: fit={fit}, {K} sizes")
+    if fit < 1:
+        raise ValueError(f"C is fitted on at least one size, not fit={fit}")
+    if fit >= K:  # this run swept too few sizes to hold one out: nothing can be scored
+        return Outcome(INCONCLUSIVE, float("nan"), float("nan"), None,
+                       f"{K} sizes: fitting C on {fit} leaves none to score (a profile with more sizes can)")  # fmt: skip
     if (g <= 0).any():
         raise ValueError("the bound g must be positive")
     f, n_floor = floored(f, floor) if floor > 0 else (f, 0)

@@ -71,7 +71,7 @@ class Entry:
     preconditions: tuple[str, ...] = ()
     section: str = ""
     paper_value: str = ""
-    expect: dict[str, str] = field(default_factory=dict)
+    expect: dict[str, str | dict[str, str]] = field(default_factory=dict)  # per profile; per instance if it differs
     note: str = ""
     for_each: str = ""
     cause: str = ""  # the root cause, where the record expects a paper claim not to reproduce
@@ -122,7 +122,8 @@ def _check(raw: dict, where: str) -> Entry:
     if test["family"] in ("threshold", "comparison") and "rule" not in test:
         raise ValueError(f"{where}: a {test['family']} test needs a rule [comparison, threshold]")
     expect = dict(raw.get("expect") or {})
-    bad = {p: r for p, r in expect.items() if r not in RESULTS}
+    bad = {p: r for p, r in expect.items()
+           if (r not in RESULTS if not isinstance(r, dict) else any(x not in RESULTS for x in r.values()))}  # fmt: skip
     if bad:
         raise ValueError(f"{where}: expected outcomes must be one of {list(RESULTS)}, not {bad}")
     if raw["kind"] == "paper":
@@ -131,7 +132,8 @@ def _check(raw: dict, where: str) -> Entry:
                 raise ValueError(f"{where}: a claim of the paper needs {name!r} (the source, quoted)")
         if raw["paper"] not in PAPERS:
             raise ValueError(f"{where}: paper {raw['paper']!r} is not one of {list(PAPERS)}")
-        if any(r != "met" for r in expect.values()) and not raw.get("note"):
+        outcomes = [x for r in expect.values() for x in (r.values() if isinstance(r, dict) else [r])]
+        if any(r != "met" for r in outcomes) and not raw.get("note"):
             raise ValueError(f"{where}: a claim expected not to reproduce needs a note with the evidence")
     return Entry(**{k: v for k, v in raw.items() if k not in ("premises", "preconditions", "test", "expect")},
                  premises=tuple(raw.get("premises") or ()), preconditions=tuple(raw.get("preconditions") or ()),

@@ -1,6 +1,6 @@
 """Statistics the chapters share: percentile-bootstrap intervals (of a mean, a relative change, a difference of
-two relative changes), least-squares fits of a line and of a power law, and power-law exponents with a
-percentile-bootstrap interval over seeds.
+two relative changes over passages), least-squares fits of a line and of a power law. Intervals over seeds are
+Student t (``tvutils.chapter.forms``).
 
 Bootstrap resamples are drawn from a seeded generator, so an interval is the same on every run.
 """
@@ -92,29 +92,3 @@ def power_exponent(sizes: Sequence[float] | np.ndarray, values: Sequence[float] 
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     slope, _ = fit_line(np.log(x[keep]), np.log(y[keep]))
     return float(np.round(slope, 9)) + 0.0  # + 0.0: no "-0.0"
-
-
-def bootstrap_exponent(
-    sizes: Sequence[float] | np.ndarray,
-    values: Sequence[float] | np.ndarray,
-    n_boot: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float, float]:
-    """(p, lower, upper): the exponent of ``power_exponent`` on every seed pooled, and its percentile interval
-    over bootstrap resamples of the seeds (whole rows: a seed's points stay together).
-
-    ``values`` has shape (S, K): S seeds × K sizes; ``sizes`` (K,) or (S, K) (e.g. a measured ε per run).
-    With one seed the interval is (NaN, NaN).
-    """
-    y = np.asarray(values, dtype=float)
-    if y.ndim != 2:
-        raise ValueError(f"values must have shape (seeds, sizes), got {y.shape}")
-    x = np.broadcast_to(np.asarray(sizes, dtype=float), y.shape)
-    point = power_exponent(x, y)
-    if len(y) < 2:
-        return point, float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
-    boots = np.array([power_exponent(x[i], y[i]) for i in idx])
-    lo, hi = np.nanquantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return point, float(lo), float(hi)

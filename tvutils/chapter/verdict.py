@@ -39,7 +39,7 @@ import pandas as pd
 
 from . import forms
 from .forms import fmt as fmt_number
-from .ledger import Entry, chapter_entries, evaluate
+from .ledger import LEDGER_PATH, Entry, chapter_entries, evaluate
 from .paths import atomic_write_bytes, build_dir
 
 STATUS = {  # (kind is paper, result) → the word a reader sees
@@ -82,6 +82,7 @@ class Claim:
     rule: str
     note: str
     expected: str | None
+    each: str = ""  # the instance of a ``for_each`` entry
     measured: bool = False
     result: str = ""
     value: float = float("nan")
@@ -102,6 +103,9 @@ class Claim:
     @property
     def met(self) -> bool:
         return self.result == "met"
+
+    def outcome(self) -> str:
+        return self.status
 
 
 def _judging() -> bool:
@@ -125,15 +129,21 @@ class Verdict:
     """The claims of one chapter, from the ledger, and their measurements."""
 
     def __init__(
-        self, notebook: str, params: SimpleNamespace | Mapping[str, Any] | str, **lists: Sequence[Any]
+        self,
+        notebook: str,
+        params: SimpleNamespace | Mapping[str, Any] | str,
+        *,
+        ledger: Path | str = LEDGER_PATH,
+        **lists: Sequence[Any],
     ) -> None:
         """``params``: the chapter's resolved parameters (their ``profile``, the names rules and ``for_each`` use);
-        ``lists``: further sequences a ``for_each`` may name (e.g. ``ranks=[1, 2]``)."""
+        ``ledger``: the claims ledger (the book's own by default); ``lists``: further sequences a ``for_each`` may
+        name (e.g. ``ranks=[1, 2]``)."""
         if isinstance(params, str):
             params = {"profile": params}
         names = (dict(vars(params)) if isinstance(params, SimpleNamespace) else dict(params)) | lists
         self.notebook, self.profile, self.names = notebook, str(names.get("profile", "default")), names
-        entries = chapter_entries(notebook)
+        entries = chapter_entries(notebook, ledger)
         if not entries:
             raise ValueError(f"the claims ledger has no claim for chapter {notebook!r}")
         self.claims: dict[str, Claim] = {}
@@ -144,8 +154,10 @@ class Verdict:
                 fill = (lambda s, k=each: s.replace("{each}", str(k))) if each is not None else (lambda s: s)
                 cid = fill(e.id)
                 expected = e.expect.get(self.profile, e.expect.get("*"))
+                if isinstance(expected, dict):
+                    expected = expected.get(str(each))
                 self.claims[cid] = Claim(e, cid, fill(e.claim), fill(e.test["metric"]), _rule_text(e.test, names),
-                                         e.note, expected)  # fmt: skip
+                                         e.note, expected, each="" if each is None else str(each))  # fmt: skip
 
     def _applies(self, e: Entry) -> bool:
         negate, name = e.when.startswith("not "), e.when.removeprefix("not ").strip()
@@ -164,6 +176,10 @@ class Verdict:
         if id not in self.claims:
             raise KeyError(f"{self.notebook} has no claim {id!r} in the claims ledger (it has {sorted(self.claims)})")
         return self.claims[id]
+
+    def expected(self, id: str) -> bool:
+        """Does the ledger's record expect this claim to be met on this profile?"""
+        return self._claim(id).expected == "met"
 
     def precondition(self, name: str, met: bool, detail: str, claims: Sequence[str] | None = None) -> None:
         """Record a premise, checked before scoring, for every claim that lists it (or for ``claims``)."""
@@ -226,7 +242,13 @@ class Verdict:
                 raise ValueError(f"claim {id!r}: an order test needs sizes and values (seeds × sizes)")
             out = forms.order(sizes, values, float(t["exponent"]), float(t["margin"]), float(t.get("floor", 0.0)),
                               int(t.get("min_seeds", forms.MIN_SEEDS_EXPONENT)))  # fmt: skip
-        c.result, c.value, c.estimate, c.interval, c.detail = out.result, out.value, out.estimate, out.interval, out.detail
+        c.result, c.value, c.estimate, c.interval, c.detail = (
+            out.result,
+            out.value,
+            out.estimate,
+            out.interval,
+            out.detail,
+        )
         if family in ("upper_bound", "lower_bound", "order") and not forms.moves(values):
             c.result, c.detail = "not tested", "the swept size never moved the quantity on any seed; " + c.detail
         failed = [f"{p} ({d})" for p, (ok, d) in c.preconditions.items() if not ok]
@@ -243,7 +265,7 @@ class Verdict:
         for c in self.claims.values():
             e = c.entry
             out.append({
-                "id": c.id, "ledger_id": e.id, "kind": e.kind, "form": e.form, "scale": e.scale, "paper": e.paper,
+                "id": c.id, "ledger_id": e.id, "each": c.each, "kind": e.kind, "form": e.form, "scale": e.scale, "paper": e.paper,
                 "claim": c.claim, "statement": e.statement, "where": e.where, "metric": c.metric, "rule": c.rule,
                 "value": c.value, "estimate": c.estimate, "interval": c.interval, "values": c.values,
                 "detail": c.detail, "result": c.result if c.measured else "", "status": c.status,

@@ -12,7 +12,7 @@ so that a chapter can sweep them over sizes (d, M, m, |α|, ε) and fit their ex
 * ``region_losses``: the losses the theorems bound by Θ(ε), at one point inside each region;
 * Corollary 2: ``choose_regime`` (the regime where the two groups of rows appear, chosen on other runs).
 
-Exponents and their bootstrap intervals over seeds: ``tvutils.chapter.stats.bootstrap_exponent``.
+How each law is judged (bounds with constants fitted on held-out sizes): ``tvutils.chapter.forms``.
 """
 
 from __future__ import annotations
