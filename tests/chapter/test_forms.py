@@ -158,3 +158,50 @@ def test_exponents_are_exact_for_power_laws():
 def test_moves():
     assert not forms.moves(np.ones((3, 4)))
     assert forms.moves(np.array([[1.0, 1.0], [1.0, 1.1]]))
+
+
+# ---- every claim of the papers, at the seed count its chapter uses ------------------------------------------------
+def _synthetic(test, seeds, meets, rng):
+    """Data for a ledger test that meets its rule by a clear margin, or violates it by the stated effect size."""
+    family = test["family"]
+    if family in ("threshold", "comparison"):
+        op, limit = test["rule"]
+        limit = 1.0 if isinstance(limit, str) else float(limit)  # a parameter: any value serves the rule's shape
+        side = 1.0 if op in (">", ">=") else -1.0
+        shift = (0.5 + abs(limit)) * side * (1 if meets else -1)
+        return {"values": limit + shift + 0.02 * (1 + abs(limit)) * rng.standard_normal(seeds)}
+    exponent = {"upper_bound": -1.0, "lower_bound": 2.0}.get(family, float(test.get("exponent", 0.0)))
+    drift = {"upper_bound": 0.5, "lower_bound": -0.5}.get(family, 4 * float(test.get("margin", 0.1)))
+    values = power_law(rng, exponent + (0.0 if meets else drift), seeds)
+    if family == "order":
+        return {"sizes": SIZES, "values": values}
+    return {"f": values, "g": SIZES**exponent, "sizes": SIZES}
+
+
+def _judge(test, data):
+    family = test["family"]
+    if family == "threshold":
+        op, limit = test["rule"]
+        limit = 1.0 if isinstance(limit, str) else float(limit)
+        return forms.threshold(data["values"], op, limit, test.get("applies_to", "worst")).result
+    if family == "comparison":
+        op, limit = test["rule"]
+        return forms.comparison(op, 1.0 if isinstance(limit, str) else float(limit), values=data["values"]).result
+    if family == "order":
+        return forms.order(data["sizes"], data["values"], float(test["exponent"]), float(test["margin"])).result
+    bound = forms.upper_bound if family == "upper_bound" else forms.lower_bound
+    return bound(data["f"], data["g"], data["sizes"], fit=int(test.get("fit", 1)), margin=float(test.get("margin", 0.5)),
+                 slope_margin=float(test.get("slope_margin", 0.1))).result  # fmt: skip
+
+
+def test_every_claim_of_the_papers_can_pass_and_fail_at_its_seed_count():
+    from tvutils.chapter.ledger import load
+
+    rng = np.random.default_rng(9)
+    for e in load():
+        if e.kind != "paper":
+            continue
+        seeds = int(e.test.get("seeds", SEEDS_SUFFICIENT))
+        ok = _judge(e.test, _synthetic(e.test, seeds, True, rng))
+        bad = _judge(e.test, _synthetic(e.test, seeds, False, rng))
+        assert (ok, bad) == (forms.MET, forms.NOT_MET), f"{e.chapter} {e.id}: {ok} / {bad} at {seeds} seeds"
