@@ -15,7 +15,9 @@ Checked before any output exists: the adapter's keys map onto the base (``base_m
 transpose with ``fan_in_fan_out``); a mismatch is refused naming the module. Refused by name, since they are not
 plain LoRA: other PEFT types (LoHa, LoKr, IA³, AdaLoRA, …), DoRA (``use_dora``), ``modules_to_save`` (full
 weights of whole modules), per-module ``alpha_pattern``, ``lora_bias``, ``layer_replication``,
-``target_parameters``, LoRA on embeddings or convolutions, and any other key in the weights file.
+``target_parameters``, activated LoRA, QA-LoRA and the other variants PEFT names in its config, initialisations
+that change the base too (PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA: made for another base), LoRA on embeddings or
+convolutions, and any other key in the weights file.
 """
 
 from __future__ import annotations
@@ -52,7 +54,18 @@ _REFUSED_OPTIONS = {
     "layer_replication": "layer_replication",
     "target_parameters": "LoRA on parameters (target_parameters)",
     "trainable_token_indices": "trainable tokens (trainable_token_indices)",
+    "alora_invocation_tokens": "activated LoRA (alora_invocation_tokens)",
+    "arrow_config": "Arrow routing (arrow_config)",
+    "use_qalora": "QA-LoRA (use_qalora)",
+    "use_bdlora": "block-diagonal LoRA (use_bdlora)",
+    "kasa_config": "KaSA (kasa_config)",
+    "monteclora_config": "MonteCLoRA (monteclora_config)",
+    "velora_config": "VeLoRA (velora_config)",
+    "megatron_config": "Megatron layers (megatron_config)",
+    "loftq_config": "LoftQ (loftq_config: made for a quantized base)",
 }
+# initialisations that change the base weights too: the adapter is then a task vector of another base
+_MODIFIED_BASE = ("pissa", "olora", "corda", "loftq", "lora_ga")
 
 
 def is_adapter(path: str | Path) -> bool:
@@ -118,6 +131,12 @@ class Adapter:
         for option, name in _REFUSED_OPTIONS.items():
             if config.get(option):
                 raise CheckpointError(f"{file}: {name}; refused, only plain LoRA is merged")
+        init = config.get("init_lora_weights")
+        if isinstance(init, str) and init.lower().startswith(_MODIFIED_BASE):
+            raise CheckpointError(
+                f"{file}: init_lora_weights {init!r} changes the base weights as well: made for a modified base; "
+                "refused (convert it to a plain LoRA of the original base first)"
+            )
         return config
 
     def _target(self, base: Checkpoint, module: str, ab: dict, alpha: float, rslora: bool, fifo: bool) -> None:
