@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) - 1)))
     # Imported here so that --help and argument errors answer at once.
     from .editing.checkpoint import CheckpointError
-    from .editing.streaming import merge_checkpoints
+    from .editing.streaming import PUBLISHED, merge_checkpoints
 
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     start = time.perf_counter()
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as err:
-        print(f"interrupted ({type(err).__name__}); nothing written", file=sys.stderr)
+        done = PUBLISHED in getattr(err, "__notes__", ())
+        print(f"interrupted ({type(err).__name__}); {PUBLISHED if done else 'nothing written'}", file=sys.stderr)
         return 130
     if log is not None:
         log(f"merged {len(args.finetuned)} task vector(s) into {path} in {time.perf_counter() - start:.1f} s")

@@ -5,6 +5,7 @@ the command line), so that it runs as well against the code before these fixes, 
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -261,3 +262,29 @@ def test_fifos_and_devices_are_refused_as_such(tmp_path):
                 merge_checkpoints(args[0][0], args[1], [1.0], tmp_path / "out.safetensors")
             assert "no such file" not in str(info.value) and str(path) in str(info.value)
     assert not (tmp_path / "out.safetensors").exists()
+
+
+# ---- a signal while --overwrite replaces a folder OUT's files one by one ----------------------------------------------
+def test_a_signal_while_a_folder_is_replaced_is_raised_once_it_is_whole(tmp_path, monkeypatch, capsys):
+    from tvutils.__main__ import main
+
+    base, tuned = _pair()
+    bp, tp = _sharded(tmp_path / "base", base), _sharded(tmp_path / "tuned", tuned)
+    args = ["merge", "--base", str(bp), "--finetuned", str(tp), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*args, "--lambdas", "1"]) == 0
+    replace, calls = os.replace, []
+
+    def replace_then_signal(src, dst):  # Ctrl-C after the first file of OUT is replaced
+        replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    assert main([*args, "--lambdas", "0", "--overwrite"]) == 130
+    monkeypatch.setattr(os, "replace", replace)
+    merged = Checkpoint(tmp_path / "out")
+    for key in base:  # every shard is the new merge (λ = 0: the base), none the old one
+        assert torch.equal(load_file(merged.tensors[key].file)[key], base[key]), key
+    assert len(calls) == 4  # two shards, config.json, then the index: all of them, not one
+    assert "published in full" in capsys.readouterr().err and _no_tmp(tmp_path)

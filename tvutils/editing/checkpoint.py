@@ -294,6 +294,9 @@ class Checkpoint:
     def _read_index(self) -> dict[str, str]:
         try:
             _regular_size(self.index_file, os.stat(self.index_file))
+        except OSError as err:
+            raise CheckpointError(f"{self.index_file}: cannot read ({err.strerror})") from None
+        try:
             index = json.loads(self.index_file.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicates)
             weight_map = index["weight_map"]
         except OSError as err:

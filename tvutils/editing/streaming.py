@@ -38,8 +38,10 @@ and PEFT LoRA adapter folders (``adapter_config.json`` + ``adapter_model.safeten
   filesystem lacks it, a hard link for a file or an exclusive ``mkdir`` for a folder): two merges into one OUT
   never both succeed, and a file or folder that appeared at OUT meanwhile is left as it is (the merge fails).
   A refused or interrupted merge (an exception, Ctrl-C, SIGTERM or SIGHUP through the command line: exit 130)
-  removes its temporary output and the folders it created for OUT; a signal is honoured at any moment, also
-  while the ``--keep-entries`` kernels compile (there it is held back until they are compiled, then raised).
+  removes its temporary output and the folders it created for OUT. A signal is honoured at any moment: held
+  back while the ``--keep-entries`` kernels compile (numba; Python could drop it there) and raised when they
+  are compiled, before any output exists; held back while the output is published (with ``overwrite``, a
+  folder OUT takes several renames) and raised once it is published in full, which the command line says.
   One killed outright (SIGKILL, power loss) leaves the temporary output, and the next merge into the same OUT
   removes it (each run holds a lock on its own, so a live one's is never touched). With ``fsync`` (the
   default) every file and folder is flushed to disk before it is published.
@@ -92,6 +94,7 @@ from .publish import (
 )
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+PUBLISHED = "the output was published in full before the signal was handled"
 
 
 def delta_transform(
@@ -156,6 +159,23 @@ def _compile_kernels(base: Checkpoint, out_name: str | None) -> None:
         from ._select_kernel import compile_kernels
 
         compile_kernels(tuple(sorted(dtypes, key=lambda d: d.__name__)))
+
+
+def _publish_whole(tmp: Path, target: Path, folder_out: bool, exists: bool, names: list[str], fsync: bool) -> None:
+    """Publish with signals held back: a folder OUT replaced with ``overwrite`` takes several renames, and a
+    signal between two would leave old and new shards side by side. A signal that came meanwhile is raised
+    once the output is published in full, with the note ``PUBLISHED`` (the command line says so)."""
+    published = False
+    try:
+        with deferred_signals():
+            publish(tmp, target, folder_out, exists, names)
+            published = True
+            if fsync:
+                fsync_path(target.parent)
+    except BaseException as err:
+        if published and not isinstance(err, Exception):
+            err.add_note(PUBLISHED)
+        raise
 
 
 def merge_checkpoints(
@@ -224,9 +244,7 @@ def merge_checkpoints(
                         fsync_path(tmp / extra.name)
                 if fsync:
                     fsync_path(tmp)
-            publish(tmp, target, folder_out, exists, names)
-            if fsync:
-                fsync_path(target.parent)
+            _publish_whole(tmp, target, folder_out, exists, names, fsync)
         except OSError as err:
             raise os_error(err, target) from None
     if folder_out and not base_ck.sharded:
@@ -234,4 +252,12 @@ def merge_checkpoints(
     return target
 
 
-__all__ = ["CHUNK", "OUT_DTYPES", "check_same_layout", "clean_leftovers", "delta_transform", "merge_checkpoints"]
+__all__ = [
+    "CHUNK",
+    "PUBLISHED",
+    "OUT_DTYPES",
+    "check_same_layout",
+    "clean_leftovers",
+    "delta_transform",
+    "merge_checkpoints",
+]
