@@ -144,3 +144,8 @@ def test_adapters_that_are_not_plain_lora_or_not_of_this_base_are_refused(made, 
         assert "\n" not in str(info.value) and not (tmp_path / "out").exists(), match
     with pytest.raises(CheckpointError, match="an adapter"):  # as the base: refused, it is not a whole model
         merge_checkpoints(adapter, [base], [1.0], tmp_path / "out")
+    both = _edited(tmp_path, adapter, "both")
+    shutil.copy(base / "model.safetensors", both)  # transformers would load the adapter on its base
+    for args in ((base, [both]), (both, [adapter])):
+        with pytest.raises(CheckpointError, match="both an adapter .* and a checkpoint .*ambiguous"):
+            merge_checkpoints(*args, [1.0], tmp_path / "out")

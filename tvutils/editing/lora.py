@@ -29,7 +29,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import FLOAT_DTYPES, PICKLE_SUFFIXES, Checkpoint, CheckpointError, TensorInfo, read_header
+from .checkpoint import (
+    FLOAT_DTYPES,
+    INDEX_NAME,
+    PICKLE_SUFFIXES,
+    SINGLE_NAME,
+    Checkpoint,
+    CheckpointError,
+    TensorInfo,
+    read_header,
+)
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -69,8 +78,18 @@ _MODIFIED_BASE = ("pissa", "olora", "corda", "loftq", "lora_ga")
 
 
 def is_adapter(path: str | Path) -> bool:
-    """Whether ``path`` is a folder holding an adapter's config (PEFT's layout)."""
-    return Path(path).is_dir() and os.path.lexists(Path(path) / CONFIG_NAME)
+    """Whether ``path`` is a folder holding an adapter's config (PEFT's layout); a folder that holds a whole
+    checkpoint as well is refused as ambiguous (transformers would load the adapter's base with it)."""
+    folder = Path(path)
+    if not (folder.is_dir() and os.path.lexists(folder / CONFIG_NAME)):
+        return False
+    weights = [name for name in (SINGLE_NAME, INDEX_NAME) if os.path.lexists(folder / name)]
+    if weights:
+        raise CheckpointError(
+            f"{folder}: holds both an adapter ({CONFIG_NAME}) and a checkpoint ({weights[0]}); refused as "
+            f"ambiguous. Give {folder / weights[0]} for the checkpoint, or move the adapter to a folder of its own"
+        )
+    return True
 
 
 @dataclass(frozen=True)

@@ -208,7 +208,8 @@ def merge_checkpoints(
     lams = _lambda_list(lambdas)
     out_name = _out_dtype(dtype)
     transform = delta_transform(rank, keep_rows, keep_entries)
-    base_ck = Checkpoint(base)
+    is_adapter(base)  # refuses a folder holding an adapter and a checkpoint, as ambiguous
+    base_ck = Checkpoint(base)  # refuses an adapter alone: not a whole model
     tuned = [Adapter(p, base_ck) if is_adapter(p) else Checkpoint(p) for p in finetuned]
     full = [ck for ck in tuned if isinstance(ck, Checkpoint)]
     check_same_layout(base_ck, full)
