@@ -1,4 +1,4 @@
-"""tvutils.editing.streaming (``python -m tvutils merge``): every defect of issue 18, reproduced, then the fuzz test.
+"""tvutils.editing.streaming (``python -m tvutils merge``): every defect of its first review, reproduced, then the fuzz test.
 
 Each test writes the odd files it needs: safetensors files written byte by byte (``_raw``), malformed headers,
 concurrent and killed merges, an OUT that is an input's index, a full or read-only filesystem (a small tmpfs
