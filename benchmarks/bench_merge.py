@@ -8,6 +8,8 @@ OUT = BASE + 1.0·(A − BASE) − 0.6·(B − BASE) on a sharded fp32 checkpoin
 * ``io``        the machine's own limit: read every input file while writing one output of the same size, in two
                 threads (fsync'd, as the stream's output is), no arithmetic;
 * ``stream-rank``, ``stream-entries``: the streaming merge with ``--rank 8`` / ``--keep-entries 0.1``;
+* ``stream-one``: the plain merge of one full fine-tune (BASE + 1.0·(A − BASE)), and ``stream-adapter``: of a
+  rank-16 LoRA adapter on every projection of every layer (BASE + 1.0·s·B·A), the same merge from an adapter;
 * ``-nosync`` versions of ``io`` and ``stream`` skip the fsync (mergekit and the in-memory version do not fsync).
 
 Each runs in its own process, after an ``os.sync()`` and ``--settle`` (see ``settle``), and writes the same output
@@ -60,6 +62,27 @@ def llama_shapes(hidden: int, intermediate: int, layers: int, vocab: int) -> dic
     shapes["model.norm.weight"] = (hidden,)
     shapes["lm_head.weight"] = (vocab, hidden)
     return shapes
+
+
+ADAPTER_RANK = 16
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def generate_adapter(folder: Path, shapes: dict, rank: int = ADAPTER_RANK) -> None:
+    """A PEFT LoRA adapter folder of rank ``rank`` (lora_alpha = 2·rank) on every projection, random factors."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors, g = {}, torch.Generator().manual_seed(7)
+    for key, shape in shapes.items():
+        if key.endswith(tuple(f"{p}.weight" for p in PROJECTIONS)):
+            module = "base_model.model." + key.removesuffix(".weight")
+            tensors[module + ".lora_A.weight"] = torch.randn(rank, shape[1], generator=g) * 0.02
+            tensors[module + ".lora_B.weight"] = torch.randn(shape[0], rank, generator=g) * 0.02
+    save_file(tensors, folder / "adapter_model.safetensors")
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": list(PROJECTIONS)}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
 
 def generate(folder: Path, shapes: dict, shards: int, task: int, config: dict) -> None:
@@ -220,7 +243,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=["io", "io-nosync", "stream", "stream-nosync", "stream-rank", "stream-entries", "memory", "mergekit"],
+        default=[
+            "io",
+            "io-nosync",
+            "stream",
+            "stream-nosync",
+            "stream-rank",
+            "stream-entries",
+            "stream-one",
+            "stream-adapter",
+            "memory",
+            "mergekit",
+        ],
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--mergekit", type=Path, default=None, help="the mergekit-yaml executable")
@@ -275,9 +309,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not mergekit.exists() and shutil.which("mergekit-yaml"):
         mergekit = Path(shutil.which("mergekit-yaml"))
 
-    def stream_command(out: Path, *extra: str) -> list[str]:
+    def stream_command(out: Path, *extra: str, tuned: list[str] = tuned, lambdas: tuple = LAMBDAS) -> list[str]:
         """The command line of this book's streaming merge (python -m tvutils merge) on the generated models."""
-        lambdas = [str(lam) for lam in LAMBDAS]
+        lambdas = [str(lam) for lam in lambdas]
         return [
             py,
             "-m",
@@ -303,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
         "stream-nosync": stream_command(out, "--no-fsync"),
         "stream-rank": stream_command(out, "--rank", "8"),
         "stream-entries": stream_command(out, "--keep-entries", "0.1"),
+        "stream-one": stream_command(out, tuned=tuned[:1], lambdas=(1.0,)),
+        "stream-adapter": stream_command(out, tuned=[str(work / "adapter")], lambdas=(1.0,)),
         "memory": [py, me, "_memory", str(models["base"]), *tuned, str(out)],
     }
     if mergekit.exists():
@@ -396,6 +432,12 @@ def main(argv: list[str] | None = None) -> dict:
     if "stream" in results and "memory" in results:
         s, m = results["stream"], results["memory"]
         print(f"stream vs memory:   {m[0] / s[0]:.2f}× faster, {s[1] / m[1]:.2f}× the peak RSS")
+    if "stream-adapter" in results and "stream-one" in results:
+        a, s = results["stream-adapter"], results["stream-one"]
+        print(
+            f"stream-adapter / stream-one: {a[0] / s[0]:.2f}× the wall time, {a[2] / s[2]:.2f}× the CPU time, "
+            f"{a[1] / s[1]:.2f}× the peak RSS"
+        )
     for name in ("stream-rank", "stream-entries"):
         if name in results and "stream" in results:
             v, s = results[name], results["stream"]
@@ -411,10 +453,10 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_generate":
         spec = json.loads(sys.argv[2])
+        shapes = {k: tuple(v) for k, v in spec["shapes"].items()}
         for task, folder in enumerate(spec["models"]):
-            generate(
-                Path(folder), {k: tuple(v) for k, v in spec["shapes"].items()}, spec["shards"], task, spec["config"]
-            )
+            generate(Path(folder), shapes, spec["shards"], task, spec["config"])
+        generate_adapter(Path(spec["models"][0]).parent / "adapter", shapes)
     elif len(sys.argv) > 1 and sys.argv[1] == "_compare":
         print(compare(Path(sys.argv[2]), Path(sys.argv[3])))
     elif len(sys.argv) > 1 and sys.argv[1] == "_memory":

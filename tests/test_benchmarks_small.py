@@ -22,7 +22,7 @@ def test_bench_grid_tiny(monkeypatch):
 
 
 def test_bench_merge_tiny(tmp_path):
-    methods = ["io", "stream", "memory"]  # mergekit is an optional extra, and takes ~10 s to start
+    methods = ["io", "stream", "memory", "stream-one", "stream-adapter"]  # mergekit: an optional extra, ~10 s to start
     out = _load("bench_merge").main(
         [
             "--hidden",

@@ -1,9 +1,10 @@
 """Command line: ``python -m tvutils merge --base BASE --finetuned A B --lambdas 1.0 -0.6 --out OUT``.
 
-Task arithmetic on safetensors checkpoints (single files or sharded Hugging Face folders), streamed:
-OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE). What is validated, what is atomic and what ``--overwrite`` replaces: the
-contract in ``tvutils.editing.streaming``'s docstring. Errors are one line on stderr and exit status 2; SIGTERM
-and SIGHUP unwind like Ctrl-C (exit status 130), removing the temporary output.
+Task arithmetic on safetensors checkpoints (single files or sharded Hugging Face folders) and PEFT LoRA
+adapters, streamed: OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE), an adapter's Aᵢ − BASE being s·B·A. What is validated,
+what is atomic and what ``--overwrite`` replaces: the contract in ``tvutils.editing.streaming``'s docstring.
+Errors are one line on stderr and exit status 2; SIGTERM and SIGHUP unwind like Ctrl-C (exit status 130),
+removing the temporary output.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ def _parser() -> argparse.ArgumentParser:
         "merge",
         help="OUT = BASE + Σ λᵢ (Aᵢ − BASE) on safetensors checkpoints",
         description="Task arithmetic on safetensors checkpoints, one tensor at a time: OUT = BASE + Σ λᵢ (Aᵢ − BASE). "
-        "A negative λ negates (forgets) a task. Pickle checkpoints are refused.",
+        "A negative λ negates (forgets) a task. A PEFT LoRA adapter folder may stand for a fine-tuned Aᵢ "
+        "(Aᵢ − BASE = s·B·A). Pickle checkpoints are refused.",
     )
     merge.add_argument("--base", required=True, help="pre-trained checkpoint: .safetensors file, folder, or index json")
-    merge.add_argument("--finetuned", required=True, nargs="+", metavar="A", help="fine-tuned checkpoints A₁ A₂ …")
+    merge.add_argument(
+        "--finetuned", required=True, nargs="+", metavar="A", help="fine-tuned checkpoints or LoRA adapter folders"
+    )
     merge.add_argument(
         "--lambdas", required=True, nargs="+", type=_finite, metavar="λ", help="one finite λ per fine-tuned"
     )
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) - 1)))
     # Imported here so that --help and argument errors answer at once.
     from .editing.checkpoint import CheckpointError
-    from .editing.streaming import merge_checkpoints
+    from .editing.streaming import PUBLISHED, merge_checkpoints
 
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     start = time.perf_counter()
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as err:
-        print(f"interrupted ({type(err).__name__}); nothing written", file=sys.stderr)
+        done = PUBLISHED in getattr(err, "__notes__", ())
+        print(f"interrupted ({type(err).__name__}); {PUBLISHED if done else 'nothing written'}", file=sys.stderr)
         return 130
     if log is not None:
         log(f"merged {len(args.finetuned)} task vector(s) into {path} in {time.perf_counter() - start:.1f} s")

@@ -1,4 +1,4 @@
-"""tvutils.editing.streaming (``python -m tvutils merge``): every defect of issue 18, reproduced, then the fuzz test.
+"""tvutils.editing.streaming (``python -m tvutils merge``): every defect of its first review, reproduced, then the fuzz test.
 
 Each test writes the odd files it needs: safetensors files written byte by byte (``_raw``), malformed headers,
 concurrent and killed merges, an OUT that is an input's index, a full or read-only filesystem (a small tmpfs
@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from tvutils.__main__ import main
-from tvutils.editing import streaming
+from tvutils.editing import dtype_codec, publish, streaming
 from tvutils.editing.checkpoint import DTYPE_NAMES, Checkpoint, CheckpointError, read_header
 from tvutils.editing.streaming import clean_leftovers, merge_checkpoints
 
@@ -252,7 +252,7 @@ def test_dtype_codecs_round_like_torch(dtype):
     for work in (torch.float32, torch.float64):
         v = values.to(work)
         raw = np.empty(v.numel() * dtype.itemsize, dtype=np.uint8)
-        streaming._encode(v.numpy(), name, raw, np.empty(v.numel(), dtype=np.uint32))
+        dtype_codec.encode(v.numpy(), name, raw, np.empty(v.numel(), dtype=np.uint32))
         ours = torch.from_numpy(raw).view(dtype).float()
         theirs = v.to(dtype).float() if work == torch.float32 else v.float().to(dtype).float()
         nan = theirs.isnan()
@@ -260,11 +260,11 @@ def test_dtype_codecs_round_like_torch(dtype):
         assert torch.equal(ours[~nan], theirs[~nan]), dtype  # to nearest, ties to even; Inf where torch has it
         assert torch.equal(ours[~nan].signbit(), theirs[~nan].signbit())  # signed zeros
         back = np.empty(v.numel(), dtype=np.float32 if work == torch.float32 else np.float64)
-        decoded = torch.from_numpy(streaming._decode(raw, name, back))
+        decoded = torch.from_numpy(dtype_codec.decode(raw, name, back))
         assert decoded.dtype == work and torch.equal(decoded.float().nan_to_num(7.0), ours.nan_to_num(7.0))
     nan = np.array([np.nan, -np.nan], dtype=np.float32)
     raw = np.empty(4, dtype=np.uint8)
-    streaming._encode(nan, "BF16", raw, np.empty(2, dtype=np.uint32))
+    dtype_codec.encode(nan, "BF16", raw, np.empty(2, dtype=np.uint32))
     assert raw.view(np.uint16).tolist() == [0x7FC0, 0xFFC0]  # quiet NaNs of the value's sign
 
 
@@ -512,7 +512,7 @@ def test_disk_full_and_read_only_give_one_line(tmp_path, monkeypatch, capsys, ca
         def failing(*args, **kwargs):
             raise OSError(code, os.strerror(code), str(where / "x"))
 
-        monkeypatch.setattr(streaming, "_write_all" if cause == "ENOSPC" else "_create", failing)
+        monkeypatch.setattr(publish, "write_all" if cause == "ENOSPC" else "create", failing)
     try:
         args = ["merge", "--base", str(bp), "--finetuned", str(tp), "--lambdas", "1", "--quiet"]
         assert main([*args, "--out", str(where / "out.safetensors")]) == 2

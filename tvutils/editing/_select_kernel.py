@@ -1,10 +1,11 @@
 """Compiled single passes for ``--keep-entries`` (numba): the k-th largest magnitude's bracket, and the kept sum.
 
 Kept apart so that ``import tvutils`` and the plain merge do not import numba; compiled once per machine and
-cached on disk (``cache=True``); they release the GIL (``nogil=True``), so that the merge's writer thread
-writes the previous tensor meanwhile. Each loop is one pass over memory where the same work in torch takes five or six
-(abs, comparisons, counts, a mask, a masked product), and the variants are memory-bound. The loops are written
-without branches on the data (a select, a conditional increment), so that they do not stall on mispredictions
+cached on disk (``cache=True``; ``compile_kernels`` compiles or loads them at once); they release the GIL
+(``nogil=True``), so that the merge's writer thread writes the previous tensor meanwhile. Each loop is one pass
+over memory where the same work in torch takes five or six (abs, comparisons, counts, a mask, a masked
+product), and the variants are memory-bound. The loops are written without branches on the data (a select, a
+conditional increment), so that they do not stall on mispredictions
 and the kept sum compiles to vector instructions.
 """
 
@@ -58,3 +59,12 @@ def accumulate_kept(flat: np.ndarray, thr: float, ties: np.ndarray, lam: float, 
             acc[i] = lam * flat[i]
         else:
             acc[i] += lam * flat[i]
+
+
+def compile_kernels(dtypes: tuple[type, ...] = (np.float32, np.float64)) -> None:
+    """Compile both kernels (or load them from numba's cache) for contiguous arrays of these float dtypes, now:
+    the merge does it before its output exists, with signals held back (``publish.deferred_signals``)."""
+    for dt in dtypes:
+        x = np.zeros(4, dtype=dt)
+        bracket(x, 0.0, 1.0, np.empty(2, dtype=np.int64), np.empty(2, dtype=dt))
+        accumulate_kept(x, 0.0, np.empty(0, dtype=np.int64), 1.0, np.zeros(4, dtype=dt), True)

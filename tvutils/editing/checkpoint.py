@@ -13,11 +13,13 @@ by the safetensors format's own rules, the rules the ``safetensors`` library enf
   file (no data beyond the file, no bytes after the last tensor).
 
 A file that breaks any rule is refused with one line naming the file (and the key) and the rule; so is a
-header that repeats a key. Pickle checkpoints (``.bin``, ``.pt``, ``.ckpt``, …, or a file that is not
-safetensors and starts like a ``torch.save`` zip or a pickle stream) are refused, since unpickling runs
-arbitrary code. A sharded checkpoint's index must map every key to a shard inside its own folder (no
-absolute path, no ``..``, no symbolic link out of it); every shard must exist and hold exactly the keys the
-index gives it. The tensors themselves are read by ``tvutils.editing.streaming``, one chunk at a time.
+header that repeats a key, and anything but a regular file (a FIFO, a device: named as such). Pickle
+checkpoints (``.bin``, ``.pt``, ``.ckpt``, …, or a file that is not safetensors and starts like a ``torch.save``
+zip or a pickle stream) are refused, since unpickling runs arbitrary code. A folder holding both
+``model.safetensors`` and an index is refused as ambiguous. An index must map every key to a shard inside its
+own folder (no absolute path, no ``..``, no symbolic link out of it, except the links of the Hugging Face hub
+cache, ``<repo>/snapshots/<rev>/`` to ``<repo>/blobs/``); every shard must exist and hold exactly the keys
+the index gives it. ``check_unquantized`` refuses scaled float8 and quantized checkpoints.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -34,41 +36,13 @@ INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 MAX_HEADER = 100_000_000  # the safetensors library's limit
-ITEMSIZE = {  # the safetensors dtypes: bytes per element (no torch needed to read or check a file)
-    "F64": 8,
-    "F32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I64": 8,
-    "I32": 4,
-    "I16": 2,
-    "I8": 1,
-    "U64": 8,
-    "U32": 4,
-    "U16": 2,
-    "U8": 1,
-    "BOOL": 1,
-}
+# the safetensors dtypes: bytes per element (no torch needed to read or check a file)
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2}
+ITEMSIZE.update({"I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1})
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
-_TORCH_NAMES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U64": "uint64",
-    "U32": "uint32",
-    "U16": "uint16",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
+_TORCH_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "BOOL": "bool"}
+_TORCH_NAMES.update({"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"})
+_TORCH_NAMES.update({k: ("int" if k[0] == "I" else "uint") + k[1:] for k in ITEMSIZE if k[0] in "IU"})
 
 
 def __getattr__(name: str) -> dict:
@@ -100,6 +74,18 @@ class TensorInfo:
         return math.prod(self.shape)
 
 
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"))
+_KINDS += ((stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _regular_size(path: Path, st: os.stat_result) -> int:
+    """The size of a regular file; anything else is refused naming what it is (a checkpoint is read by offset)."""
+    if not stat.S_ISREG(st.st_mode):
+        what = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise CheckpointError(f"{path}: {what}, not a regular file; a checkpoint must be a file")
+    return st.st_size
+
+
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     out = {}
     for key, value in pairs:
@@ -124,11 +110,20 @@ def read_header(path: str | Path) -> dict[str, TensorInfo]:
             f"{path}: a pickle checkpoint; refused, as unpickling can run arbitrary code. Convert it to "
             "safetensors first (in a sandbox, if you do not trust it)."
         )
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once (and is refused next)
+    except FileNotFoundError:
+        link = f" (a link to the missing {os.readlink(path)})" if os.path.islink(path) else ""
+        raise CheckpointError(f"{path}: no such file{link}") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        size = _regular_size(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        with open(fd, "rb", closefd=True) as fh:
             head = fh.read(8)
             (length,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
             raw = fh.read(min(length, MAX_HEADER)) if length is not None and length <= size - 8 else b""
@@ -202,9 +197,22 @@ def _shard_path(index_file: Path, name: object) -> Path:
         raise CheckpointError(f"{index_file}: shard {name!r} lies outside the checkpoint's folder; refused")
     folder = index_file.parent
     path = folder / Path(*parts.parts)
-    if path.exists() and not path.resolve().is_relative_to(folder.resolve()):
-        raise CheckpointError(f"{index_file}: shard {name!r} links outside the checkpoint's folder; refused")
+    if path.exists():
+        real = path.resolve()
+        blobs = hub_blobs(folder)
+        if not real.is_relative_to(folder.resolve()) and not (blobs is not None and real.is_relative_to(blobs)):
+            raise CheckpointError(f"{index_file}: shard {name!r} links outside the checkpoint's folder; refused")
     return path
+
+
+def hub_blobs(folder: Path) -> Path | None:
+    """The ``blobs`` folder of the Hugging Face hub cache that ``folder`` lies in (``<repo>/snapshots/<rev>/…``,
+    whose files link to ``<repo>/blobs/<hash>``), resolved; None outside that layout."""
+    for where in dict.fromkeys((folder.absolute(), folder.resolve())):
+        for anc in (where, *where.parents):
+            if anc.parent.name == "snapshots" and (anc.parent.parent / "blobs").is_dir():
+                return (anc.parent.parent / "blobs").resolve()
+    return None
 
 
 class Checkpoint:
@@ -218,10 +226,18 @@ class Checkpoint:
         self.path = Path(path)
         self.index_file: Path | None = None
         if self.path.is_dir():
-            if (self.path / INDEX_NAME).is_file():
-                self.index_file = self.path / INDEX_NAME
-            elif (self.path / SINGLE_NAME).is_file():
-                self.files = [self.path / SINGLE_NAME]
+            index, single = self.path / INDEX_NAME, self.path / SINGLE_NAME
+            if os.path.lexists(index) and os.path.lexists(single):  # transformers would load model.safetensors
+                raise CheckpointError(
+                    f"{self.path}: holds both {SINGLE_NAME} and {INDEX_NAME}, which may differ; refused as "
+                    f"ambiguous. Give the one to merge: {single} or {index}"
+                )
+            if os.path.lexists(index):
+                self.index_file = index
+            elif os.path.lexists(single):
+                self.files = [single]
+            elif (self.path / "adapter_config.json").is_file():
+                raise CheckpointError(f"{self.path}: an adapter (adapter_config.json), not a full checkpoint")
             else:
                 pickles = sorted(p.name for p in self.path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
                 if pickles:
@@ -232,7 +248,7 @@ class Checkpoint:
                 raise CheckpointError(f"{self.path}: neither {INDEX_NAME} nor {SINGLE_NAME} in this folder")
         elif self.path.name.endswith(".index.json"):
             self.index_file = self.path
-            if not self.path.is_file():
+            if not os.path.lexists(self.path):
                 raise CheckpointError(f"{self.path}: no such file")
         elif not self.path.exists():
             raise CheckpointError(f"{self.path}: no such file or folder")
@@ -254,7 +270,7 @@ class Checkpoint:
             self.shard_names = {self.files[0]: self.files[0].name}
         self.tensors: dict[str, TensorInfo] = {}
         for file in self.files:
-            if self.index_file is not None and not file.is_file():
+            if self.index_file is not None and not os.path.lexists(file):
                 raise CheckpointError(f"{self.index_file}: shard {self.shard_names[file]} is missing")
             for key, info in read_header(file).items():
                 if key in self.tensors:
@@ -271,6 +287,10 @@ class Checkpoint:
             raise CheckpointError(f"{self.path}: holds no tensor")
 
     def _read_index(self) -> dict[str, str]:
+        try:
+            _regular_size(self.index_file, os.stat(self.index_file))
+        except OSError as err:
+            raise CheckpointError(f"{self.index_file}: cannot read ({err.strerror})") from None
         try:
             index = json.loads(self.index_file.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicates)
             weight_map = index["weight_map"]
@@ -303,18 +323,30 @@ class Checkpoint:
         return f"Checkpoint({str(self.path)!r}, {len(self.tensors)} tensors in {len(self.files)} file(s))"
 
 
-def check_same_layout(base: Checkpoint, others: Sequence[Checkpoint]) -> None:
-    """Raise CheckpointError naming the first key missing, or differing in shape or dtype, from the base."""
-    for other in others:
-        only_base = [k for k in base.tensors if k not in other.tensors]
-        only_other = [k for k in other.tensors if k not in base.tensors]
-        if only_base or only_other:
+def check_unquantized(ck: Checkpoint) -> None:
+    """Refuse quantized weights whose values are codes times scales stored apart: block-scaled float8 (a float8
+    ``K`` with ``K_scale_inv`` or ``K_scale``, as DeepSeek-V3 and most FP8 releases ship), or a folder whose
+    config.json declares a ``quantization_config``. Merging codes and scales each on their own is not a merge of
+    the weights. Float8 tensors without scales are plain numbers and merge."""
+    keys = ck.tensors
+    for key, info in keys.items():
+        if info.dtype.startswith("F8_"):
+            stem = key.removesuffix(".weight")
+            scales = [k for k in keys if k != key and k.startswith((key + "_scale", stem + ".scale"))]
+            if scales:
+                raise CheckpointError(
+                    f"{ck.path}: tensor {key!r} is scaled float8 (its scales: {scales[0]!r}); merging the codes "
+                    "and the scales apart is not a merge of the weights: refused. Dequantize it first"
+                )
+    config = ck.folder / "config.json" if ck.folder is not None else None
+    if config is not None and config.is_file():
+        try:
+            quant = json.loads(config.read_text(encoding="utf-8")).get("quantization_config")
+        except (OSError, ValueError, AttributeError):
+            return  # not a config this check can read; the tensors were checked above
+        if quant:
+            method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
             raise CheckpointError(
-                f"{other.path}: keys differ from the base {base.path}: missing {only_base[:5]}, extra {only_other[:5]}"
+                f"{ck.path}: a quantized checkpoint (config.json: quantization_config, quant_method {method!r}); "
+                "refused, as merging quantized codes is not a merge of the weights. Dequantize it first"
             )
-        for key, info in base.tensors.items():
-            o = other.tensors[key]
-            if o.shape != info.shape:
-                raise CheckpointError(f"{other.path}: key {key!r} has shape {o.shape}, the base has {info.shape}")
-            if o.dtype != info.dtype:
-                raise CheckpointError(f"{other.path}: key {key!r} has dtype {o.dtype}, the base has {info.dtype}")
