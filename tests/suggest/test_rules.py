@@ -17,7 +17,8 @@ def est(value: float, half: float = 0.05) -> Estimate:
 
 
 def test_literal_constants():
-    assert (K.beta, K.c, K.negation) == (1 / 64, 0.1, 1.0)
+    assert (K.beta, K.c, K.negation, K.margin) == (1 / 64, 0.1, 1.0, 0.25)
+    assert Constants.literal(64, forget_margin=None).margin == 1 + 1 / 64
     with pytest.raises(ValueError):
         Constants.literal(0)
 
@@ -39,15 +40,17 @@ def test_add_with_three_tasks_guards_each_against_its_least_aligned_predecessor(
     assert s.guaranteed  # the interval of α̂[2,3] contains 0: irrelevant, inside the premise
 
 
-def test_forget_mirrors_the_margin_inside_theorem2():
-    s = suggest_forget([est(-0.4)], 1, 2, K)
-    assert s.lambdas == (1.0, round(-(1 + 1 / 64 - 0.4), 4)) and s.guaranteed
+def test_forget_pushes_the_first_order_margin_to_minus_m_inside_theorem2():
+    s = suggest_forget([est(-0.1)], 1, 2, K)
+    assert s.lambdas == (1.0, -0.15) and s.guaranteed  # −(m + α̂) with the calibrated m = 0.25
+    mirror = suggest_forget([est(-0.4)], 1, 2, Constants.literal(64, forget_margin=None))
+    assert mirror.lambdas == (1.0, round(-(1 + 1 / 64 - 0.4), 4)) and mirror.guaranteed
     aligned = suggest_forget([est(0.5)], 1, 2, K)
-    assert not aligned.guaranteed and "aligned" in aligned.reason
-    zero = suggest_forget([est(-1.05, 0.01)], 1, 2, K)  # a regression slope may pass −1
+    assert aligned.lambdas == (1.0, -0.75) and not aligned.guaranteed and "aligned" in aligned.reason
+    zero = suggest_forget([est(-0.4)], 1, 2, K)
     assert zero.lambdas[1] == 0.0 and "λ = 0" in zero.reason
-    lam, lower = forget_point([-0.9], Constants(beta=0.2, c=0.1))
-    assert lower == pytest.approx(-0.5) and lam == pytest.approx(-0.3)  # 1 + 0.2 − 0.9; |λ|β ≤ c allows −0.5
+    lam, lower = forget_point([-0.1], Constants(beta=0.5, c=0.1, forget_margin=1.0))
+    assert lower == pytest.approx(-0.2) and lam == pytest.approx(-0.2)  # −0.9, limited by |λ|β ≤ c
 
 
 @pytest.mark.parametrize("gammas", [(0.8, -0.6), (0.6, 0.6), (0.9, 0.1), (-0.5, 0.7)])
@@ -80,7 +83,7 @@ def test_api_from_output_changes():
     assert add.estimates["α̂[1,2]"].value == pytest.approx(alpha, abs=1e-6)
     assert not add.guaranteed
     forget = suggest("forget", [d1, d2], task, K)
-    assert forget.lambdas[1] == round(-(1 + 1 / 64 + alpha), 4) and forget.guaranteed
+    assert forget.lambdas[1] == 0.0 and forget.guaranteed  # −(0.25 − 0.5) > 0: clipped to the range's end
     with pytest.raises(ValueError, match="gains"):
         suggest("target", [d1, d2], task, K)
     with pytest.raises(ValueError, match="unknown goal"):

@@ -8,15 +8,18 @@ The theorems [Li et al., ICLR 2025] give sufficient regions, not points (the reg
   beat and the theorem does not say that a larger λ is better, so nothing else is promised.
 * **forget** (Theorem 2: α ≤ 0 and −C/α² ≤ λ ≤ 0): the theorem gives a range; the rule takes the point where the
   forgotten task's margin, Σ α̂ₖ + λ to first order in units of what fine-tuning learned (the reading under
-  Theorem 1's edge, where T2's margin α + λ reaches 1 + β), is mirrored to −(1 + β): λ = −(1 + β + Σₖ α̂ₖ),
-  clipped to the range and to |λ|β ≤ c. Aligned tasks (α̂ > 0) are outside the theorem: the same point is
-  returned with the flag off, since forgetting then costs the kept tasks.
+  Theorem 1's edge, where T2's margin α + λ reaches 1 + β), is pushed to −m: λ = −(m + Σₖ α̂ₖ), clipped to the
+  range and to |λ|β ≤ c. The literal mirror m = 1 + β overshoots (the merged model is not linear in λ: negating
+  the attention weights stops it reading T2 at all); m is calibrated once on the theory model (``FORGET_MARGIN``).
+  Aligned tasks (α̂ > 0) are outside the theorem: the same point is returned with the flag off, since
+  forgetting then costs the kept tasks.
 * **target** (Theorem 3: Σλᵢγᵢ ≥ 1 + c, Σλᵢγᵢ² ≥ 1 + c, |λᵢ|β ≤ c): the point of the region closest to the
   origin, exactly (two linear constraints: one or both are active at the optimum).
 
 **Constants** (``Constants.literal``): β = 1/d with d the model's width (Θ(1/d) read with constant 1), c = 0.1
-(the value chapter 03 draws) and C = 1 for Theorem 2's −Θ(α⁻²). They are read off the theory, not fitted on
-anything, so in particular never on the data a recommendation is scored on.
+(the value chapter 03 draws) and C = 1 for Theorem 2's −Θ(α⁻²), read off the theory and fitted on nothing; the
+forget rule's m, calibrated on theory-model runs that are never scored (``FORGET_MARGIN``), and used unchanged on
+every other model.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from .estimate import Estimate
 
 GOALS = ("add", "forget", "target")
 DIGITS = 4  # λ is rounded to this many decimals, as the command line prints it
+# m of the forget rule, from ``tvutils.suggest.theory.calibrate_forget_margin`` on the theory model's calibration runs
+# 90 and 91 at α ∈ {−0.6, −0.2, 0.2, 0.6}, candidates 0, 0.1, …, 1.5 (never a run or α the chapter scores; the
+# chapter "Choosing λ" repeats the calibration and checks that it gives this value)
+FORGET_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -40,13 +47,19 @@ class Constants:
     beta: float  # β = Θ(1/d)
     c: float = 0.1  # Theorem 3's c ∈ (0, 1)
     negation: float = 1.0  # C in Theorem 2's lower end −C/α²
+    forget_margin: float | None = None  # m of the forget rule λ = −(m + Σα̂); None: 1 + β (the literal mirror)
+
+    @property
+    def margin(self) -> float:
+        return 1.0 + self.beta if self.forget_margin is None else self.forget_margin
 
     @classmethod
-    def literal(cls, width: int) -> Constants:
-        """β = 1/width, c = 0.1, C = 1: the theory's constants read literally."""
+    def literal(cls, width: int, forget_margin: float | None = FORGET_MARGIN) -> Constants:
+        """β = 1/width, c = 0.1, C = 1: the theory's constants read literally; the forget rule's margin m from the
+        theory model's calibration (``FORGET_MARGIN``; None: the literal mirror 1 + β)."""
         if width < 1:
             raise ValueError(f"the width d must be ≥ 1, got {width}")
-        return cls(beta=1.0 / width)
+        return cls(beta=1.0 / width, forget_margin=forget_margin)
 
 
 @dataclass
@@ -103,11 +116,11 @@ def suggest_add(alphas: dict[tuple[int, int], Estimate], k: int, constants: Cons
 
 
 def forget_point(alphas: Sequence[float], constants: Constants) -> tuple[float, float]:
-    """(λ, lower end of the allowed range) for forgetting: −(1 + β + Σ α̂ₖ) clipped to [max(−C/max α̂², −c/β), 0]."""
+    """(λ, lower end of the allowed range) for forgetting: −(m + Σ α̂ₖ) clipped to [max(−C/max α̂², −c/β), 0]."""
     a = np.asarray(alphas, dtype=float)
     top = float(np.max(a**2)) if a.size else 0.0
     lower = max(-constants.negation / top if top > 0 else -np.inf, -constants.c / constants.beta)
-    return float(np.clip(-(1.0 + constants.beta + a.sum()), lower, 0.0)), lower
+    return float(np.clip(-(constants.margin + a.sum()), lower, 0.0)), lower
 
 
 def suggest_forget(alphas: Sequence[Estimate], forget: int, k: int, constants: Constants) -> Suggestion:
@@ -129,7 +142,7 @@ def suggest_forget(alphas: Sequence[Estimate], forget: int, k: int, constants: C
             "and keeps the others."
         )
         if lam == 0.0:
-            reason = "The kept tasks already oppose the forgotten one (α̂ ≤ −1 − β): λ = 0 forgets it (Theorem 2)."
+            reason = "The kept tasks already oppose the forgotten one (α̂ ≤ −m): λ = 0 forgets it (Theorem 2)."
     else:
         reason = (
             "An aligned kept task (α̂ > 0) is outside Theorem 2: forgetting will cost it; "
