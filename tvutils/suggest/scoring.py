@@ -55,7 +55,13 @@ class Choice:
 
 
 def case_rows(
-    workload: str, goal: str, setting: str, seed: int, choices: list[Choice], grid_a: np.ndarray, grid_b: np.ndarray,
+    workload: str,
+    goal: str,
+    setting: str,
+    seed: int,
+    choices: list[Choice],
+    grid_a: np.ndarray,
+    grid_b: np.ndarray,
     grid_passes: int,
 ) -> list[dict]:
     """Rows of the results table for one case: each choice's regret against the grid chosen on half A, and the

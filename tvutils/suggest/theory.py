@@ -23,7 +23,7 @@ from ..taskvec.experiments import PairVectors
 from ..taskvec.grid import merged_outputs
 from . import baselines as bl
 from .api import suggest
-from .estimate import Estimate
+from .estimate import Estimate, output_cosine
 from .rules import Constants, suggest_add, suggest_forget
 from .scoring import Choice, case_rows, utility
 
@@ -97,7 +97,11 @@ def pair_cases(pair: PairVectors, i: int, budget: Budget, constants: Constants) 
         ref_a = acc(HALF_A, np.array([[1.0, 0.0]]))[0, :1] if forget is not None else None
         ref_v = acc(VALIDATION, np.array([[1.0, 0.0]]))[0, :1] if forget is not None else None
         ours = suggest(goal, changes, task, constants)
-        by_cos = suggest_add({(0, 1): cos_est}, 2, constants) if goal == "add" else suggest_forget([cos_est], 1, 2, constants)
+        by_cos = (
+            suggest_add({(0, 1): cos_est}, 2, constants)
+            if goal == "add"
+            else suggest_forget([cos_est], 1, 2, constants)
+        )
         picks = [("theory rule, α̂ by regression", ours.lambdas, 0, n_forward, ours.guaranteed),
                  ("λ = 1", bl.fixed(1.0, 2, forget), 0, 0, None),
                  ("fixed 0.3", bl.fixed(bl.FIXED_DEFAULT, 2, forget), 0, 0, None),
@@ -108,17 +112,24 @@ def pair_cases(pair: PairVectors, i: int, budget: Budget, constants: Constants) 
             lam = bl.adamerging(forward, 2, budget.ada_steps)
             picks.append((f"AdaMerging ({budget.ada_steps} steps)", lam, 0, budget.ada_steps * len(probe_X), None))
         x0 = bl.fixed(1.0, 2, forget)
-        picks += [(*p, None) for p in _search(goal, lambda lam: utility(goal, acc(VALIDATION, lam), ref_v), x0,
+        picks += [(*p, None) for p in _search(goal, lambda lam, g=goal, r=ref_v: utility(g, acc(VALIDATION, lam), r), x0,
                                              budget.search_budgets, 2 * budget.n_probe)]  # fmt: skip
         choices = [Choice(name, tuple(lam), float(utility(goal, acc(HALF_B, np.array([lam])), ref)[0]), ev, fw, g)
                    for name, lam, ev, fw, g in picks]  # fmt: skip
         stock = bl.model_stock_vectors(tvs, forget)
-        choices.append(Choice("Model Stock", "per layer", float(utility(goal, acc(HALF_B, np.ones((1, 2)), stock), ref)[0]), 0, 0))
+        choices.append(
+            Choice("Model Stock", "per layer", float(utility(goal, acc(HALF_B, np.ones((1, 2)), stock), ref)[0]), 0, 0)
+        )
         grid_a = utility(goal, acc(HALF_A, budget.grid), ref_a)
         grid_b = utility(goal, acc(HALF_B, budget.grid), ref)
         passes = len(budget.grid) * 2 * budget.n_half
         rows += case_rows("theory model", goal, f"α = {alpha:+.1f}", run, choices, grid_a, grid_b, passes)
-        rows[-len(choices) - 1]["α̂"] = ours.estimates["α̂[1,2]"].value
+        first = rows[-len(choices) - 1]
+        first["α̂"], first["output cosine"], first["parameter cosine"] = (
+            ours.estimates["α̂[1,2]"].value,
+            output_cosine(changes[0], changes[1]).value,
+            cosine,
+        )
     return rows
 
 

@@ -5,7 +5,8 @@ out-of-domain target), scored like the theory model.
 Halves: chapter 06's (``half_masks`` seeded by ``seeds.halves(run)``): the grid chooses on half A and everything
 is scored on half B. The probe: ``n_probe`` digits of half A, drawn in colour by each task's rule (``probe_rows``; inputs
 only, no labels), and for the target ``n_probe`` other digits with the target's labels; the search's validation
-set: ``n_probe`` more digits of half A, scored by expectation. Output changes on the probe
+set: ``n_probe`` more digits, scored by expectation. For Table 2, whose grid covers only the first ``n_ood``
+test digits, these are drawn from the digits after them (never scored there). Output changes on the probe
 are read off the run's margins on both colourings (the same numbers a forward pass of the probe gives).
 """
 
@@ -61,14 +62,28 @@ class ViTRun:
         return colour, y
 
     def digits(self, n: int, k: int) -> np.ndarray:
-        """The k-th block of n_probe digits of half A (k = 0: every source task's probe, each drawing its own
-        colours; 1: the target's labelled probe; 2: the search's validation digits), in a seeded order."""
-        select = np.flatnonzero(self.halves(n)[0].numpy())
-        order = np.random.default_rng(vs.RUN_BLOCK * self.result.run + _PROBE).permutation(select)
+        """The k-th block of n_probe digits (k = 0: every source task's probe, each drawing its own colours;
+        1: the target's labelled probe; 2: the search's validation digits), in a seeded order, from half A of the
+        first n test digits, or, where n is less than all (the target's grid), from the digits after the n."""
+        total = self.test_pair.shape[1]
+        pool = np.flatnonzero(self.halves(n)[0].numpy()) if n == total else np.arange(n, total)
+        order = np.random.default_rng(vs.RUN_BLOCK * self.result.run + _PROBE).permutation(pool)
         block = order[k * self.n_probe : (k + 1) * self.n_probe]
         if len(block) < self.n_probe:
-            raise ValueError(f"half A has {len(select)} digits: too few for 3 blocks of {self.n_probe}")
+            raise ValueError(f"{len(pool)} digits to draw probes from: too few for 3 blocks of {self.n_probe}")
         return block
+
+    def probe(self, names: Sequence[str], n: int, target: str | None = None):  # noqa: ANN201
+        """The probe of a case: (colour, digit, task, target labels) per row: block 0's digits drawn by each task
+        of ``names`` in turn (task 0, 1, …), then block 1's drawn by ``target`` with its labels (task −1)."""
+        d = self.digits(n, 0)
+        colour = [self.probe_rows(t, d)[0] for t in names]
+        digits, task, labels = [d] * len(names), [np.full(len(d), k) for k in range(len(names))], None
+        if target is not None:
+            td = self.digits(n, 1)
+            tc, labels = self.probe_rows(target, td, labelled=True)
+            colour, digits, task = colour + [tc], digits + [td], task + [np.full(len(td), -1)]
+        return np.concatenate(colour), np.concatenate(digits), np.concatenate(task), labels
 
     def change(self, model: str, colour: np.ndarray, digits: np.ndarray) -> torch.Tensor:
         """Δf of a fine-tuned model on the given (colour, digit) probe rows, from the run's margins."""
@@ -105,10 +120,9 @@ def pair_cases(r: ViTRun, second: str, constants: Constants) -> list[dict]:
     select, score = r.halves(n)
     names = ("T1", second)
     tvs = [r.result.task_vectors[k] for k in names]
-    probe = [(r.probe_rows(t, r.digits(n, 0)), r.digits(n, 0)) for t in names]
-    task = np.repeat([0, 1], r.n_probe)
-    changes = [torch.cat([r.change(model, c, d) for (c, _), d in probe]) for model in names]
-    x_probe = torch.cat([r.test_pair[torch.as_tensor(c), torch.as_tensor(d)] for (c, _), d in probe])
+    colour, digit, task, _ = r.probe(names, n)
+    changes = [r.change(model, colour, digit) for model in names]
+    x_probe = r.test_pair[torch.as_tensor(colour), torch.as_tensor(digit)]
     val = r.digits(n, 2)
     cosine = tvs[0].cosine(tvs[1])
     cos_est = Estimate(cosine, cosine, cosine, 0, "parameter cosine")
@@ -121,30 +135,44 @@ def pair_cases(r: ViTRun, second: str, constants: Constants) -> list[dict]:
         ref = {h: _acc(r, single, names[:1], mask)[0] if forget else None for h, mask in masks.items()}
         ref["v"] = _acc(r, single[..., val], names[:1], None, val)[0] if forget else None
 
-        def u(m: torch.Tensor, half: str) -> np.ndarray:
+        def u(m: torch.Tensor, half: str, goal: str = goal, ref: dict = ref, masks: dict = masks) -> np.ndarray:
             if half == "v":  # margins on the validation digits only
                 return utility(goal, _acc(r, m, names, None, val), ref["v"])
             return utility(goal, _acc(r, m, names, masks[half]), ref[half])
 
         ours = suggest(goal, changes, task, constants)
-        by_cos = suggest_add({(0, 1): cos_est}, 2, constants) if goal == "add" else suggest_forget([cos_est], 1, 2, constants)
+        by_cos = (
+            suggest_add({(0, 1): cos_est}, 2, constants)
+            if goal == "add"
+            else suggest_forget([cos_est], 1, 2, constants)
+        )
         picks = [("theory rule, α̂ by regression", ours.lambdas, 0, 3 * len(task), ours.guaranteed),
                  ("λ = 1", bl.fixed(1.0, 2, forget), 0, 0, None),
                  ("fixed 0.3", bl.fixed(bl.FIXED_DEFAULT, 2, forget), 0, 0, None),
                  ("norm ratio", bl.norm_ratio(tvs, forget), 0, 0, None),
                  ("theory rule, parameter cosine", by_cos.lambdas, 0, 0, None)]  # fmt: skip
         if goal == "add":
-            picks.append((f"AdaMerging ({r.ada_steps} steps)", r.adamerging(tvs, x_probe), 0, r.ada_steps * len(task), None))
+            picks.append(
+                (f"AdaMerging ({r.ada_steps} steps)", r.adamerging(tvs, x_probe), 0, r.ada_steps * len(task), None)
+            )
         x_val = r.test_pair[:, val]
         for budget in r.search_budgets:
-            lam, used = bl.cma_search(lambda x: -float(u(r.margins(tvs, x, x_val)[None], "v")[0]), bl.fixed(1.0, 2, forget), budget)  # noqa: B023
+            lam, used = bl.cma_search(
+                lambda x, xv=x_val, score=u: -float(score(r.margins(tvs, x, xv)[None], "v")[0]),
+                bl.fixed(1.0, 2, forget),
+                budget,
+            )
             picks.append((f"CMA-ES ({budget} merge evaluations)", lam, used, used * 2 * len(val), None))
         choices = [Choice(name, tuple(lam), float(u(r.margins(tvs, lam, r.test_pair)[None], "b")[0]), ev, fw, g)
                    for name, lam, ev, fw, g in picks]  # fmt: skip
         stock = bl.model_stock_vectors(tvs, forget)
-        choices.append(Choice("Model Stock", "per layer", float(u(r.margins(stock, (1.0, 1.0), r.test_pair)[None], "b")[0]), 0, 0))
+        choices.append(
+            Choice("Model Stock", "per layer", float(u(r.margins(stock, (1.0, 1.0), r.test_pair)[None], "b")[0]), 0, 0)
+        )
         passes = len(sweep) * 2 * int(select.sum())
-        rows += case_rows("ViT (Table 1)", goal, f"T1 + {second}", r.result.run, choices, u(sweep, "a"), u(sweep, "b"), passes)
+        rows += case_rows(
+            "ViT (Table 1)", goal, f"T1 + {second}", r.result.run, choices, u(sweep, "a"), u(sweep, "b"), passes
+        )
         rows[-len(choices) - 1]["α̂"] = ours.estimates["α̂[1,2]"].value
     return rows
 
@@ -156,21 +184,18 @@ def target_cases(r: ViTRun, grid: Sequence[tuple[float, float]], constants: Cons
     select, score = r.halves(n)
     names = ("T1", "irrelevant")
     tvs = [r.result.task_vectors[k] for k in names]
-    probe = [(r.probe_rows(t, r.digits(n, 0)), r.digits(n, 0)) for t in names]
-    t_digits = r.digits(n, 1)
-    (t_colour, t_label) = r.probe_rows("ood", t_digits, labelled=True)
-    sign = torch.as_tensor(2.0 * t_label - 1.0)
-    changes, target_gains, own_gains = [], [], []
-    for model in names:
-        own = [r.change(model, c, d) for (c, _), d in probe]
-        changes.append(torch.cat(own + [r.change(model, t_colour, t_digits)]))
-        target_gains.append(sign * r.change(model, t_colour, t_digits))
-    for k, ((c, _), d) in enumerate(probe):
-        full = r.result.models[names[k]][torch.as_tensor(c), torch.as_tensor(d)]
-        own_gains.append(torch.sign(full) * r.change(names[k], c, d))
-    task = np.repeat([0, 1, -1], r.n_probe)
+    colour, digit, task, labels = r.probe(names, n, target="ood")
+    rows_t = np.flatnonzero(task == -1)
+    sign = torch.as_tensor(2.0 * labels - 1.0)
+    changes = [r.change(model, colour, digit) for model in names]
+    target_gains = [sign * ch[rows_t] for ch in changes]
+    own_gains = []
+    for k, model in enumerate(names):
+        own = np.flatnonzero(task == k)
+        full = r.result.models[model][torch.as_tensor(colour[own]), torch.as_tensor(digit[own])]
+        own_gains.append(torch.sign(full) * changes[k][own])
     ours = suggest("target", changes, task, constants, target_gains=target_gains, own_gains=own_gains)
-    x_probe = r.test_pair[torch.as_tensor(t_colour), torch.as_tensor(t_digits)]
+    x_probe = r.test_pair[torch.as_tensor(colour[rows_t]), torch.as_tensor(digit[rows_t])]
     val, x = r.digits(n, 2), r.test_pair[:, :n]
 
     def u(m: torch.Tensor, mask: torch.Tensor | None, digits: np.ndarray | None = None) -> np.ndarray:
@@ -193,3 +218,39 @@ def target_cases(r: ViTRun, grid: Sequence[tuple[float, float]], constants: Cons
                      u(margins, score), passes)  # fmt: skip
     rows[0]["γ̂"] = tuple(round(ours.estimates[f"γ̂[{k}]"].value, 3) for k in (1, 2))
     return rows
+
+
+# chapter 06's tasks (colour cue fractions) and its main out-of-domain design, and its ViT
+TASKS = {"T1": ("T1", 0.95, 1.0), "irrelevant": ("irrelevant T2", 0.5, 1.0), "aligned": ("aligned T2", 0.9, 1.0),
+         "contradictory": ("contradictory T2", 0.05, 1.0), "ood": ("T′", 0.8, 0.05)}  # fmt: skip
+VIT = {"image_size": 28, "patch_size": 7, "hidden_size": 96, "layers": 4, "heads": 4, "mlp_size": 192}
+FINETUNE = {"epochs": 3.0, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.0, "train_head": False}
+
+
+def chapter06_runs(
+    seeds: Sequence[int], n_test: int, n_ood: int, n_train: int, lambda_step: float, ood_step: float,
+    pretrain: dict, n_probe: int, ada_steps: int, search_budgets: Sequence[int],
+) -> tuple[dict[int, ViTRun], list[tuple[float, float]]]:  # fmt: skip
+    """Chapter 06's runs with its parameters (read from its cache, or rebuilt by the same functions), each ready
+    to score, and its Table 2 grid."""
+    from ..taskvec.theorems import lambda_grid
+    from ..vision import data as vd
+    from ..vision import experiments as vx
+    from ..vision import model as vm
+    from ..vision import training as vt
+
+    images, digits = vd.load_digits("mnist5k")
+    train_idx, test_idx = vd.split_indices(len(digits), n_test, seed=0)
+    train_idx = train_idx[:n_train]
+    tasks = {k: vd.ColourTask(*v) for k, v in TASKS.items()}
+    test_pair, parity = vd.both_colours(images[test_idx]), torch.from_numpy(digits[test_idx] % 2)
+    pretrained, record = vt.pretrained_vit(vt.PretrainRecipe(spec=vm.ViTSpec(**VIT), **pretrain))
+    lambdas = lambda_grid(-2.0, 3.0, lambda_step)
+    grid = [(float(a), float(b)) for a in lambda_grid(-2.0, 3.0, ood_step) for b in lambda_grid(-2.0, 2.0, ood_step)]
+    runs = {}
+    for run in seeds:
+        result = vx.run_case_study(run, pretrained, record["key"], tasks, images[train_idx], digits[train_idx],
+                                   test_pair, lambdas, grid, n_ood, vt.FineTuneRecipe(**FINETUNE), "cpu", 1000)  # fmt: skip
+        base = vm.with_binary_head(pretrained, seed=vs.head(run))
+        runs[run] = ViTRun(result, base, test_pair, parity, tasks, n_probe, ada_steps, tuple(search_budgets))
+    return runs, grid
