@@ -1,12 +1,13 @@
-"""The command line's side of ``suggest``: safetensors checkpoints of a ``transformers`` model, loaded one at a time
-into one module, and their outputs on a probe file.
+"""The command line's side of ``suggest``: safetensors checkpoints of a ``transformers`` model, loaded one at a time,
+and their outputs on a probe file.
 
 **Checkpoints**: what ``python -m tvutils merge`` reads (a ``.safetensors`` file, a folder, a sharded layout),
 validated by ``tvutils.editing.checkpoint`` (the only names imported from it are those below, so that a change
-there touches this one line). The model is built once from the ``config.json`` beside the base checkpoint, a
-causal LM (``…ForCausalLM``) or an image classifier (``…ForImageClassification``); each checkpoint is
-read by ``from_pretrained`` (which maps the names a ``transformers`` version saves under), one checkpoint at a time:
-the previous model is freed before the next is read, so one model is in memory at once.
+there touches this one import). The model is the one the ``config.json`` beside the base checkpoint describes, a
+causal LM (``…ForCausalLM``) or an image classifier (``…ForImageClassification``); each checkpoint is read into it
+by ``from_pretrained`` (which maps the names a ``transformers`` version saves under) through a folder of links to
+the checkpoint's files and that config. The previous model is freed before the next is read: one model, and the
+probe's outputs of each, are in memory at once.
 
 **The probe file** (``--probe``) is a ``.safetensors`` file holding
   * ``pixel_values`` (N, channels, size, size) float, as the classifier takes them (already resized and
