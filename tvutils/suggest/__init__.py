@@ -5,3 +5,5 @@ return the λ the theorems' regions point to, with the region, a reason and whet
 each goal and the theory's constants), ``baselines`` (how practitioners choose λ), ``models`` and ``cli``
 (``python -m tvutils suggest`` on safetensors checkpoints), ``scoring`` (regret against a grid search).
 """
+
+GOALS = ("add", "forget", "target")  # here, not in rules: the command line's parser reads it without torch

@@ -14,8 +14,7 @@ import argparse
 import shlex
 import sys
 
-from .estimate import ProbeError, examples_needed
-from .rules import GOALS
+from . import GOALS
 
 MAX_HALFWIDTH = 0.15  # an estimate whose 95 % interval is wider than ±this is refused (our choice)
 
@@ -58,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--goal {args.goal} needs at least two --finetuned checkpoints, got {k}")
     if args.forget is not None and (args.goal != "forget" or not 1 <= args.forget <= k):
         return _fail(f"--forget takes 1 … {k} with --goal forget")
+    from .estimate import ProbeError, examples_needed  # torch: imported once the arguments are good
     from .models import Checkpoint, CheckpointError, ProbeFileError, Runner, check_same_layout, load_probe
 
     try:
@@ -89,6 +89,7 @@ def _suggest(args, runner, base, tuned, probe):  # noqa: ANN001, ANN202 (the CLI
     import numpy as np
 
     from .api import suggest
+    from .estimate import ProbeError
     from .rules import Constants
 
     task = probe.task.numpy()

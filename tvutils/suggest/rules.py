@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..taskvec.theorems import theorem1_region, theorem2_region, theorem3_region
+from . import GOALS  # noqa: F401  (re-exported: the goals the rules serve)
 from .estimate import Estimate
 
-GOALS = ("add", "forget", "target")
 DIGITS = 4  # λ is rounded to this many decimals, as the command line prints it
 # m of the forget rule, from ``tvutils.suggest.theory.calibrate_forget_margin`` on the theory model's calibration runs
 # 90 and 91 at α ∈ {−0.6, −0.2, 0.2, 0.6}, candidates 0, 0.1, …, 1.5 (never a run or α the chapter scores; the

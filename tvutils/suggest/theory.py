@@ -90,6 +90,7 @@ def pair_cases(pair: PairVectors, i: int, budget: Budget, constants: Constants) 
     def acc(half: int, lambdas: np.ndarray, vectors: Sequence[TaskVector] = tvs) -> np.ndarray:
         return np.stack([_accuracy(model0, vectors, lambdas, *s[half]) for s in sets], -1)  # (G, 2)
 
+    grid_acc = {half: acc(half, budget.grid) for half in (HALF_A, HALF_B)}  # one sweep serves both goals
     rows = []
     for goal in ("add", "forget"):
         forget = 1 if goal == "forget" else None
@@ -120,8 +121,7 @@ def pair_cases(pair: PairVectors, i: int, budget: Budget, constants: Constants) 
         choices.append(
             Choice("Model Stock", "per layer", float(utility(goal, acc(HALF_B, np.ones((1, 2)), stock), ref)[0]), 0, 0)
         )
-        grid_a = utility(goal, acc(HALF_A, budget.grid), ref_a)
-        grid_b = utility(goal, acc(HALF_B, budget.grid), ref)
+        grid_a, grid_b = utility(goal, grid_acc[HALF_A], ref_a), utility(goal, grid_acc[HALF_B], ref)
         passes = len(budget.grid) * 2 * budget.n_half
         rows += case_rows("theory model", goal, f"α = {alpha:+.1f}", run, choices, grid_a, grid_b, passes)
         first = rows[-len(choices) - 1]
