@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 import shlex
 import shutil
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM, ViTConfig, ViTForImageClassification
 
 from tvutils.__main__ import main
@@ -167,3 +168,28 @@ def test_causal_lm_probe_of_token_ids(tmp_path, capsys):
     argv[argv.index(str(tmp_path / "p.safetensors"))] = str(tmp_path / "f.safetensors")
     err = _one_line_error(*_run(argv, capsys))
     assert "integer token ids" in err
+
+
+def _shard(folder: str, target) -> str:
+    """A transformers folder re-written as two shards and an index (the sharded Hugging Face layout)."""
+    sd = load_file(f"{folder}/model.safetensors")
+    keys = sorted(sd)
+    target.mkdir()
+    shutil.copy(f"{folder}/config.json", target / "config.json")
+    weight_map = {}
+    for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :])):
+        name = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_file({k: sd[k] for k in part}, str(target / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, name))
+    (target / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return str(target)
+
+
+def test_sharded_checkpoints(vit_files, tmp_path, capsys):
+    """The sharded Hugging Face layout (an index and its shards) is read as merge reads it."""
+    base, a1, a2 = (_shard(vit_files[name], tmp_path / name) for name in ("base", "a1", "a2"))
+    argv = ["suggest", "--base", base, "--finetuned", a1, a2, "--goal", "add", "--probe", vit_files["probe"]]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    single = _run(_suggest(vit_files), capsys)[1]
+    assert out.splitlines()[0] == single.splitlines()[0]  # the same α̂ from the same weights
