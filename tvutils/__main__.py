@@ -1,5 +1,7 @@
 """Command line: ``python -m tvutils merge --base BASE --finetuned A B --lambdas 1.0 -0.6 --out OUT``.
 
+``python -m tvutils suggest …`` recommends the λ (``tvutils.suggest.cli``).
+
 Task arithmetic on safetensors checkpoints (single files or sharded Hugging Face folders) and PEFT LoRA
 adapters, streamed: OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE), an adapter's Aᵢ − BASE being s·B·A. What is validated,
 what is atomic and what ``--overwrite`` replaces: the contract in ``tvutils.editing.streaming``'s docstring.
@@ -57,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("--no-fsync", action="store_true", help="do not flush the output to disk before renaming it")
     merge.add_argument("--quiet", action="store_true", help="print nothing on success")
+    from .suggest.cli import add_parser as add_suggest_parser
+
+    add_suggest_parser(commands)  # commands.add_parser("suggest", ...)
     return parser
 
 
@@ -86,6 +91,10 @@ def install_signal_handlers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "suggest":
+        from .suggest.cli import run as run_suggest
+
+        return run_suggest(args)
     # numpy's BLAS threads, before numpy starts them: every core but the writer thread's (idle BLAS threads spin:
     # 7 % of perf's samples in a plain merge here, which does no BLAS; the variants' linear algebra is limited so).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) - 1)))

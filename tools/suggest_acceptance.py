@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""End to end on the ViT case study: checkpoints written as safetensors, ``python -m tvutils suggest`` on them, the
+merge command it prints, and the merged model's score against what the chapter "Choosing λ" reports.
+
+    python tools/suggest_acceptance.py --profile ci|default --run 0 --goal add --second irrelevant --workdir DIR
+
+For one run of chapter 06 (read from its cache, or rebuilt by the same functions) it writes, in the
+``transformers`` layout: Ψ⁽⁰⁾ (the pre-trained encoder with the run's parity head), Ψ*_T1 and Ψ*_T2 (T2 = the
+``--second`` task, or the irrelevant one for ``--goal target``); the probe file the chapter's rule reads (the same
+digits and colours) and, for the target, its labels. It runs the command line, then the merge command it printed,
+loads the merged folder, scores it on half B exactly as the chapter does, and prints both numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tvutils.chapter.runtime import fix_threads  # noqa: E402
+from tvutils.suggest import rules, scoring  # noqa: E402
+from tvutils.suggest import vision as sv  # noqa: E402
+
+# the chapter's ViT parameters per profile (notebooks/12_choosing_lambda.ipynb, DEFAULTS and PROFILES["ci"])
+PROFILES = {
+    "default": dict(n_test=600, n_ood=300, n_train=3000, lambda_step=0.2, ood_step=0.5, n_probe=64, ada_steps=20,
+                    pretrain={"n_train": 60000, "epochs": 1.0, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 128,
+                              "seed": 0}),
+    "ci": dict(n_test=200, n_ood=100, n_train=600, lambda_step=0.5, ood_step=1.0, n_probe=16, ada_steps=10,
+               pretrain={"n_train": 5000, "epochs": 1.0, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 128,
+                         "seed": 0}),
+}  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", choices=PROFILES, default="ci")
+    ap.add_argument("--run", type=int, default=0)
+    ap.add_argument("--goal", choices=("add", "forget", "target"), default="add")
+    ap.add_argument("--second", choices=("irrelevant", "aligned", "contradictory"), default="irrelevant")
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--max-halfwidth", default=None, help="passed to the command line (the ci probe is small)")
+    args = ap.parse_args()
+    fix_threads(1)
+    p = PROFILES[args.profile]
+    runs, grid = sv.chapter06_runs([args.run], p["n_test"], p["n_ood"], p["n_train"], p["lambda_step"],
+                                   p["ood_step"], p["pretrain"], p["n_probe"], p["ada_steps"], (3, 20))  # fmt: skip
+    r = runs[args.run]
+    constants = rules.Constants.literal(sv.VIT["hidden_size"])
+    target = args.goal == "target"
+    second = "irrelevant" if target else args.second
+    rows = sv.target_cases(r, grid, constants) if target else sv.pair_cases(r, second, constants)
+    chapter = next(x for x in rows if x["goal"] == args.goal and x["method"].startswith("theory rule"))
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=False)
+    names = ("T1", second)
+    r.base.save_pretrained(work / "base", safe_serialization=True)
+    for name in names:
+        r.result.task_vectors[name].apply_to(r.base).save_pretrained(work / name, safe_serialization=True)
+    n = r.result.grid.shape[-1] if target else r.test_pair.shape[1]
+    colour, digit, task, labels = r.probe(names, n, target="ood" if target else None)
+    save_file({"pixel_values": r.pixel_probe(colour, digit).contiguous(), "task": torch.as_tensor(task)},
+              str(work / "probe.safetensors"))  # fmt: skip
+    cmd = [sys.executable, "-m", "tvutils", "suggest", "--base", str(work / "base"), "--finetuned",
+           *[str(work / k) for k in names], "--goal", args.goal, "--probe", str(work / "probe.safetensors"),
+           "--out", str(work / "merged")]  # fmt: skip
+    if args.max_halfwidth is not None:
+        cmd += ["--max-halfwidth", args.max_halfwidth]
+    if target:
+        save_file({"labels": torch.as_tensor(labels)}, str(work / "labels.safetensors"))
+        cmd += ["--target-labels", str(work / "labels.safetensors")]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    print("$ " + shlex.join(["python", *cmd[1:]]))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    print(out.stdout + out.stderr, end="")
+    if out.returncode != 0:
+        return out.returncode
+    merge = shlex.split(next(x for x in out.stdout.splitlines() if x.startswith("merge: "))[len("merge: ") :])
+    print("$ " + shlex.join(merge))
+    done = subprocess.run([sys.executable, *merge[1:]], capture_output=True, text=True, env=env)
+    print(done.stdout + done.stderr, end="")
+    if done.returncode != 0:
+        return done.returncode
+
+    from transformers import ViTForImageClassification
+
+    merged = ViTForImageClassification.from_pretrained(str(work / "merged"), use_safetensors=True).eval()
+    from tvutils.vision import evaluation as ve
+
+    x = r.test_pair[:, :n]
+    margins = ve.colour_margins(merged, x)[None]
+    score_half = r.halves(n)[1]
+    lams = [float(v) for v in merge[merge.index("--lambdas") + 1 : merge.index("--out")]]
+    if target:
+        measured = float(sv._acc(r, margins, ("ood",), score_half)[0, 0])
+    else:
+        acc = sv._acc(r, margins, names, score_half)
+        ref = sv._acc(r, r.result.models["T1"][None], names[:1], score_half)[0] if args.goal == "forget" else None
+        measured = float(scoring.utility(args.goal, acc, ref)[0])
+    report = {"λ printed": lams, "λ in the chapter": chapter["λ"], "score of the merged checkpoint (half B)": measured,
+              "score the chapter computes for this run": chapter["score"]}  # fmt: skip
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    return 0 if abs(measured - chapter["score"]) <= TOLERANCE else 1
+
+
+TOLERANCE = 0.5  # points: the merge's float32 rounding may flip a digit whose margin is ~0 (one digit of 300 is 0.33)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
