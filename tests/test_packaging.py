@@ -148,3 +148,32 @@ def test_offline_html_check_flags_remote_scripts():
         '<script src="_static/local.js"></script><a href="https://colab.research.google.com/x">colab</a>'
     )
     assert check_offline_html.remote_loads(html) == ["https://cdn.example/mathjax.js", "//x/y.css"]
+
+
+def test_the_version_is_declared_once_and_cited_with_it():
+    """pyproject.toml holds the version; CITATION.cff and CHANGELOG.md name the same; tvutils.__version__ is the
+    installed distribution's (pyproject's when this checkout is the one installed)."""
+    import importlib.metadata
+
+    import tvutils
+
+    version = project()["version"]
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["version"] == version and citation["cff-version"] == "1.2.0"
+    assert {ref["identifiers"][0]["value"] for ref in citation["references"]} == {
+        "arXiv:2504.10957",
+        "arXiv:2402.15607",
+    }
+    assert f"## [{version}]" in (ROOT / "CHANGELOG.md").read_text()
+    assert tvutils.__version__ == importlib.metadata.version("tvutils")
+    origin = importlib.metadata.distribution("tvutils").read_text("direct_url.json") or "{}"
+    if json.loads(origin).get("url") == ROOT.as_uri():
+        assert tvutils.__version__ == version
+
+
+def test_the_licences_are_stated_in_the_readme_and_the_license_file():
+    license_text = (ROOT / "LICENSE").read_text()
+    assert "MIT License" in license_text and "CC BY 4.0" in license_text
+    assert project()["license"] == "MIT AND CC-BY-4.0"
+    readme = (ROOT / "README.md").read_text()
+    assert "## Licence and citation" in readme and "CITATION.cff" in readme

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 
 TABLE_CALLS = {
     "round", "style", "format", "format_index", "hide", "set_uuid", "set_caption", "set_table_styles",
@@ -30,6 +31,9 @@ TABLE_CALLS = {
     "set_index", "reset_index", "sort_values", "sort_index", "infer_objects", "to_frame", "styled",
     "set_option", "isinstance", "str",
 }  # fmt: skip
+
+
+COMMIT_LINE = "COMMIT = None"  # the line of the Colab cell (tools/colab_cell.py) that with_commit fills in
 
 
 def _tags(cell: dict) -> list[str]:
@@ -135,12 +139,30 @@ def duration(seconds: float) -> str:
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
-def run_note(profile: str, wall_s: float, machine: str, when: str, jobs: int) -> str:
+def run_note(profile: str, wall_s: float, machine: str, when: str, jobs: int, built: dict | None = None) -> str:
+    """The note after a page's title: how long its run took and where; ``built``: what the book was built from
+    (``{"commit", "dirty", "version"}``, see tools/run_notebooks.py's build_record)."""
     beside = f", beside {jobs - 1} other chapter(s) executing at the same time" if jobs > 1 else ""
+    source = ""
+    if built and built.get("commit"):
+        changed = " with uncommitted changes" if built.get("dirty") else ""
+        source = f" Built from commit `{built['commit'][:12]}`{changed} (tvutils {built['version']})."
     return (
         f"```{{note}}\nThis page was executed with the `{profile}` profile on {when} in {duration(wall_s)}, "
-        f"on {machine}{beside}.\n```"
+        f"on {machine}{beside}.{source}\n```"
     )
+
+
+def with_commit(nb: dict, commit: str) -> dict:
+    """A copy of ``nb`` whose Colab cell (tag ``colab``) checks out ``commit``: its ``COMMIT = None`` line filled in."""
+    nb = copy.deepcopy(nb)
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "colab" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell["source"])
+            if COMMIT_LINE not in source:
+                raise ValueError(f"the Colab cell has no line {COMMIT_LINE!r}: run tools/colab_cell.py --write")
+            cell["source"] = source.replace(COMMIT_LINE, f"COMMIT = {json.dumps(commit)}", 1)
+    return nb
 
 
 def with_run_note(nb: dict, note: str) -> dict:
