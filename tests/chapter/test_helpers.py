@@ -36,6 +36,15 @@ def test_progress_is_quiet_in_ci(monkeypatch):
     assert list(progress.progress(range(3))) == [0, 1, 2]
 
 
+def test_progress_bars_are_tqdm_auto():
+    """tqdm.auto picks widget bars inside Jupyter or Colab and text bars elsewhere (here: text)."""
+    import tqdm.auto
+
+    assert progress.tqdm is tqdm.auto.tqdm
+    bar = progress.progress(range(2), desc="x")
+    assert isinstance(bar, tqdm.auto.tqdm) and bar.desc == "x" and bar.disable == (not progress.progress_enabled())
+
+
 def test_repo_root_and_cache_dir(tmp_path, monkeypatch):
     (tmp_path / "_toc.yml").write_text("root: x\n")
     (tmp_path / "notebooks").mkdir()
