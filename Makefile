@@ -38,9 +38,24 @@ export TRANSFORMERS_OFFLINE := 1
 $(PY):
 	python3 -m venv $(VENV)
 
+# torch's wheel. On a machine without a CUDA GPU (no nvidia-smi) pip also looks in TORCH_INDEX, PyTorch's index of
+# CPU wheels: PyPI's torch is the CUDA build, with several GB of CUDA libraries. Override it with
+# `make TORCH_INDEX=<index URL>` (e.g. https://download.pytorch.org/whl/cu126), or `make TORCH_INDEX=` for pip's
+# own choice. No index is added where pip finds the pinned torch without one: installed already, or in a local
+# wheel folder pip is configured with (find-links), as on the book's own machines, which work offline.
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
+define install_torch
+	if [ -n "$(TORCH_INDEX)" ] && ! $(1) -m pip install --quiet --dry-run --no-index --no-deps -c $(CONSTRAINTS) torch >/dev/null 2>&1; then \
+		echo "torch: no pinned torch wheel here; pip also looks in $(TORCH_INDEX) (make TORCH_INDEX=<url> to change)"; \
+		$(1) -m pip install --quiet -c $(CONSTRAINTS) --extra-index-url $(TORCH_INDEX) torch; \
+	else \
+		$(1) -m pip install --quiet -c $(CONSTRAINTS) torch; \
+	fi
+endef
+
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) torch
+	$(call install_torch,$(PY))
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[case-studies,book,test]'
 	touch $(STAMP)
 
@@ -75,6 +90,7 @@ test-lowest:
 	python3 -m venv $(LOWEST_VENV)
 	python3 tools/lowest_constraints.py $(LOWEST_PACKAGES) > $(LOWEST_VENV)/lowest.txt
 	cat $(LOWEST_VENV)/lowest.txt
+	$(call install_torch,$(LOWEST_VENV)/bin/python)
 	$(LOWEST_VENV)/bin/python -m pip install --quiet -c $(CONSTRAINTS) -c $(LOWEST_VENV)/lowest.txt -e '.[case-studies,test]'
 	$(LOWEST_VENV)/bin/python -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in "torch $(LOWEST_PACKAGES)".split()), sep=", ")'
 	$(LOWEST_VENV)/bin/python -m pytest tests/language tests/vision -q

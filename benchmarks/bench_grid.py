@@ -1,7 +1,8 @@
 """Benchmark: a whole λ-grid of merged learners at once vs one merged model per grid point.
 
-The Theorem 3 set-up (SPEC §5): two orthogonal source tasks fine-tuned from Ψ⁽⁰⁾, the OOD task T' as the test
-set, and the grid λ₁ ∈ [−2, 3] × λ₂ ∈ [−2, 2] in steps of 0.2 (26 × 21 points). Side by side in one run:
+The Theorem 3 set-up of chapter 03 (out-of-domain generalization): two orthogonal source tasks fine-tuned from
+Ψ⁽⁰⁾, the OOD task T' as the test set, and the grid λ₁ ∈ [−2, 3] × λ₂ ∈ [−2, 2] in steps of 0.2 (26 × 21
+points). Side by side in one run:
 ``evaluate_merges_loop`` (the reference) and ``evaluate_merges`` (tvutils.taskvec.grid), results compared to 1e-5;
 then time and peak memory of ``evaluate_merges`` as the grid grows from 11 × 11 to 51 × 51. Wall and CPU
 time are both given: on a shared machine the CPU time of a process is the steadier of the two.

@@ -1,12 +1,15 @@
-"""The reader's copy of an executed notebook (tools/book_pages.py) and the page checker (tools/check_pages.py)."""
+"""The reader's tags (tools/tag_cells.py), the build's copy of a notebook (tools/book_pages.py), the page checker."""
 
 import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import book_pages  # noqa: E402
 import check_pages  # noqa: E402
+import tag_cells  # noqa: E402
 
 
 def code(source, tags=(), outputs=()):
@@ -39,26 +42,42 @@ def test_plumbing_is_hidden_and_results_stay_visible():
         md("# Title"),
         code('import sys\nif "google.colab" in sys.modules:\n    pass'),
         code('profile = "default"', ["parameters"]),
-        code('profile = "ci"', ["injected-parameters"]),
         code(SETUP, outputs=[out]),
         code("import pandas as pd"),
         code('table = runs.pivot_table(index="a", columns="b")\ntable.round(3)'),
         code('board.style.set_uuid("x").format({"v": "{:.3f}"}).hide(axis="index")'),
         code("table2(runs).map(lambda x: x if isinstance(x, str) else f'{x:.3f}')"),
         code("loss = train(model)\nloss"),
+        code("import numpy as np\nv = Verdict('x', P.profile)"),
     ]}  # fmt: skip
-    cells = book_pages.reader_cells(nb, "03_x")["cells"]
-    assert "remove-cell" in tags(cells[1]) and "remove-cell" in tags(cells[3])
+    cells = tag_cells.tagged(nb, "03_x")["cells"]
+    assert "remove-cell" in tags(cells[1])
     assert "hide-input" in tags(cells[2])
-    head, rest = cells[4], cells[5]  # the set-up cell split: imports hidden, the knobs visible with the output
-    assert head["source"].startswith("import numpy") and "import tqdm.auto" in head["source"]
-    assert "hide-input" in tags(head) and not head["outputs"]
-    assert rest["source"].startswith("# the knobs") and rest["outputs"] == [out] and not tags(rest)
-    assert "hide-input" in tags(cells[6]), "an import-only cell"
-    assert "hide-input" in tags(cells[7]) and "hide-input" in tags(cells[8]), "table formatting"
-    assert not tags(cells[9]), "table2 computes the table: visible"
-    assert not tags(cells[10]), "a computation: visible"
-    assert "".join(c["source"] for c in cells[4:6]).replace("\n", "") == SETUP.replace("\n", "")
+    head, rest = cells[3], cells[4]  # the set-up cell split: imports hidden, the knobs visible with the output
+    assert "".join(head["source"]).startswith("import numpy") and "import tqdm.auto" in "".join(head["source"])
+    assert "hide-input" in tags(head) and not head["outputs"] and head["id"] == "x-imports"
+    assert "".join(rest["source"]).startswith("# the knobs") and rest["outputs"] == [out] and not tags(rest)
+    assert "hide-input" in tags(cells[5]), "an import-only cell"
+    assert "hide-input" in tags(cells[6]) and "hide-input" in tags(cells[7]), "table formatting"
+    assert not tags(cells[8]), "table2 computes the table: visible"
+    assert not tags(cells[9]), "a computation: visible"
+    assert cells[10] == nb["cells"][9], "a verdict cell is never touched"
+    assert "".join("".join(c["source"]) for c in cells[3:5]).replace("\n", "") == SETUP.replace("\n", "")
+    again = tag_cells.tagged({"cells": cells}, "03_x")
+    assert again["cells"] == cells, "a second run changes nothing"
+    assert tag_cells.tagged(nb, "99_board") == nb, "the scoreboard is left to the build"
+
+
+def test_every_notebook_stores_its_tags():
+    """tools/tag_cells.py has been run on every notebook (run it again after adding or editing one)."""
+    assert tag_cells.main(["--check"]) == 0
+
+
+def test_the_build_adds_only_what_depends_on_the_run():
+    nb = {"cells": [md("# T"), code('profile = "ci"', ["injected-parameters"]), code("import x", ["hide-input"]),
+                    code("x = 1")]}  # fmt: skip
+    cells = book_pages.reader_cells(nb, "03_x")["cells"]
+    assert [tags(c) for c in cells[1:]] == [["injected-parameters", "remove-cell"], ["hide-input"], []]
 
 
 def test_the_scoreboard_shows_no_input():
@@ -107,8 +126,14 @@ def test_warnings_and_stderr_in_outputs_are_found():
         md("FutureWarning in prose is not an output"),
     ]}  # fmt: skip
     found = check_pages.output_problems(nb)
-    assert len(found) == 3
-    assert found[0].startswith("code cell 1: stderr") and "FutureWarning" in found[1] and "progress" in found[2]
+    assert len(found) == 2, "stderr is MyST-NB's to report (nb_output_stderr)"
+    assert "FutureWarning" in found[0] and "progress" in found[1]
+
+
+def test_myst_nb_reports_stderr_outputs_as_warnings():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]
+    assert config["config"]["nb_output_stderr"] == "warn"
+    assert "sphinx_proof" in config["extra_extensions"]
 
 
 def test_the_checker_fails_the_build(tmp_path):

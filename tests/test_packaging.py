@@ -148,3 +148,69 @@ def test_offline_html_check_flags_remote_scripts():
         '<script src="_static/local.js"></script><a href="https://colab.research.google.com/x">colab</a>'
     )
     assert check_offline_html.remote_loads(html) == ["https://cdn.example/mathjax.js", "//x/y.css"]
+
+
+def test_the_version_is_declared_once_and_cited_with_it():
+    """pyproject.toml holds the version; CITATION.cff and CHANGELOG.md name the same; tvutils.__version__ is the
+    installed distribution's (pyproject's when this checkout is the one installed)."""
+    import importlib.metadata
+
+    import tvutils
+
+    version = project()["version"]
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["version"] == version and citation["cff-version"] == "1.2.0"
+    assert {ref["identifiers"][0]["value"] for ref in citation["references"]} == {
+        "arXiv:2504.10957",
+        "arXiv:2402.15607",
+    }
+    assert f"## [{version}]" in (ROOT / "CHANGELOG.md").read_text()
+    assert tvutils.__version__ == importlib.metadata.version("tvutils")
+    origin = importlib.metadata.distribution("tvutils").read_text("direct_url.json") or "{}"
+    if json.loads(origin).get("url") == ROOT.as_uri():
+        assert tvutils.__version__ == version
+
+
+def test_the_licences_are_stated_in_the_readme_and_the_license_file():
+    license_text = (ROOT / "LICENSE").read_text()
+    assert "MIT License" in license_text and "CC BY 4.0" in license_text
+    assert project()["license"] == "MIT AND CC-BY-4.0"
+    readme = (ROOT / "README.md").read_text()
+    assert "## Licence and citation" in readme and "CITATION.cff" in readme
+
+
+def make_dry_run(tmp_path, *args, gpu=False):
+    """The commands `make setup` would run for a fresh venv (make -n), with or without an nvidia-smi on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    smi = bin_dir / "nvidia-smi"
+    smi.unlink(missing_ok=True)
+    if gpu:
+        smi.write_text("#!/bin/sh\nexit 0\n")
+        smi.chmod(0o755)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    env = {"PATH": path, "HOME": str(tmp_path)}
+    cmd = ["make", "-n", "-C", str(ROOT), "setup", f"VIRTUAL_ENV={tmp_path / 'venv'}", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if "--dry-run" in x]
+    return line
+
+
+def test_without_cuda_make_installs_torchs_cpu_wheel_unless_pip_has_the_pinned_one(tmp_path):
+    """No nvidia-smi: pip also looks in PyTorch's CPU index, but only when the pinned torch is not found without an
+    index (installed already, or in a local wheel folder: this machine's offline path adds nothing)."""
+    line = make_dry_run(tmp_path)
+    check, install_cpu, install_plain = (
+        line.split("then")[0],
+        line.split("then")[1].split("else")[0],
+        line.split("else")[1],
+    )
+    assert "--dry-run --no-index --no-deps -c" in check and "torch" in check
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu torch" in install_cpu
+    assert "--extra-index-url" not in install_plain and "-c " in install_plain
+    assert "--extra-index-url https://example.org/whl/cu126" in make_dry_run(
+        tmp_path, "TORCH_INDEX=https://example.org/whl/cu126"
+    )
+    assert '[ -n "" ]' in make_dry_run(tmp_path, gpu=True), "a CUDA machine: pip's own choice"
+    assert '[ -n "" ]' in make_dry_run(tmp_path, "TORCH_INDEX="), "TORCH_INDEX= turns the index off"

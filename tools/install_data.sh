@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the offline data and models the case studies use (../shared/DATA.md), idempotently:
+# Installs the offline data and models the case studies use, idempotently:
 # runs every tools/install_data_<topic>.sh in turn. Each says what it fetched and where it lives.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

@@ -12,6 +12,9 @@ executes everything and rewrites the entries.
 With --copy-book the book's sources (_config.yml, _toc.yml, book/, _static/) are copied beside the executed
 notebooks, and each executed copy shows a reader what tools/book_pages.py says (plumbing cells hidden, the
 run's time and machine), so that ``jupyter-book build OUT`` renders them without executing anything again.
+The commit the book is built from is recorded in the copies: in each notebook's Colab cell (which checks it
+out in Colab) and metadata (``tvbook``), in each page's run note, as the launch buttons' branch in the copied
+_config.yml (a launch button opens the notebook as it is at that commit), and in ``_static/build.json``.
 Files whose content did not change are not rewritten, so that Sphinx re-reads only the pages that changed.
 """
 
@@ -20,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +63,35 @@ def toc_files(toc_path: Path) -> list[str]:
     for key in ("parts", "chapters", "sections"):
         walk(toc.get(key, []))
     return files
+
+
+def build_record(root: Path) -> dict:
+    """What the book is built from: ``commit`` (``git rev-parse HEAD``; None outside a git checkout), ``dirty``
+    (the working tree differs from it) and the package ``version`` (pyproject.toml)."""
+    import tomllib
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--verify", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    pyproject = root / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"] if pyproject.is_file() else None
+    return {"commit": commit, "dirty": bool(status), "version": version}
+
+
+def config_at_commit(text: str, commit: str | None) -> str:
+    """_config.yml's text with ``repository: branch:`` set to ``commit`` (the launch buttons open that commit)."""
+    if not commit:
+        return text
+    new, n = re.subn(r"(?m)^(repository:\n(?:[ \t]+.*\n)*?[ \t]+branch:[ \t]*)\S+", rf"\g<1>{commit}", text, count=1)
+    if n != 1:
+        raise SystemExit("_config.yml has no 'repository: branch:' to set to the commit the book is built from")
+    return new
 
 
 def toc_notebooks(root: Path = ROOT) -> list[Path]:
@@ -115,6 +149,7 @@ class Build:
         self.env = exec_cache.environment() if cache else None
         self.machine = exec_cache.machine()
         self.status: dict[str, str] = {}  # stem -> "cached" | "ran" | "FAIL"
+        self.built = build_record(root) if copy_book else None
 
     def parts(self, nb: Path) -> dict:
         params = {"profile": self.profile}
@@ -134,8 +169,11 @@ class Build:
             write_if_changed(self.verdicts / f"{nb.stem}.json", verdict.encode())
         if self.copy_book:
             when = run["date"][:10]
-            note = book_pages.run_note(self.profile, run["wall_s"], run["machine"], when, run["jobs"])
+            note = book_pages.run_note(self.profile, run["wall_s"], run["machine"], when, run["jobs"], self.built)
             executed = book_pages.with_run_note(book_pages.reader_cells(executed, nb.stem), note)
+            if self.built["commit"]:
+                executed = book_pages.with_commit(executed, self.built["commit"])
+                executed.setdefault("metadata", {})["tvbook"] = self.built
         write_if_changed(self.out_dir / nb.relative_to(self.root), notebook_bytes(executed))
 
     def execute_one(self, nb: Path) -> tuple[float, str | None]:
@@ -216,14 +254,20 @@ class Build:
         return failed
 
 
-def copy_book_sources(root: Path, out_dir: Path) -> None:
+def copy_book_sources(root: Path, out_dir: Path, built: dict | None = None) -> None:
+    """The book's sources into out_dir; with ``built`` (build_record), _config.yml's launch buttons at its commit
+    and the record in _static/build.json (read by the Colab cell of a notebook opened from the repository)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    commit = built["commit"] if built else None
     for name in BOOK_FILES:
-        write_if_changed(out_dir / name, (root / name).read_bytes())
+        text = (root / name).read_text()
+        write_if_changed(out_dir / name, (config_at_commit(text, commit) if name == "_config.yml" else text).encode())
     for folder in BOOK_DIRS:
         for path in sorted((root / folder).rglob("*")) if (root / folder).is_dir() else []:
             if path.is_file():
                 write_if_changed(out_dir / path.relative_to(root), path.read_bytes())
+    if commit:
+        write_if_changed(out_dir / "_static" / "build.json", (json.dumps(built, indent=1) + "\n").encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,11 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         notebooks = [nb for nb in notebooks if nb.stem in args.only]
     out_dir = args.out if args.out.is_absolute() else root / args.out
     cache = None if args.cache is None else (args.cache if args.cache.is_absolute() else root / args.cache)
-    if args.copy_book:
-        copy_book_sources(root, out_dir)
     t0 = time.time()
     print(f"{len(notebooks)} notebook(s), profile {args.profile!r}, {args.jobs} at a time", flush=True)
     build = Build(root, out_dir, args.profile, cache, args.force, args.copy_book, args.jobs)
+    if args.copy_book:
+        copy_book_sources(root, out_dir, build.built)
+        print(
+            f"built from commit {build.built['commit']}{' (with uncommitted changes)' if build.built['dirty'] else ''}"
+        )
     failed = build.all(notebooks)
     for nb, err in failed:
         print(f"\n--- {nb.name} failed ---\n{err}", file=sys.stderr)

@@ -16,3 +16,10 @@ chapter/    the chapters' own infrastructure: params, verdict, stats, plotting, 
 
 python -m tvutils merge --base BASE --finetuned A B --lambdas 1.0 -0.6 --out OUT
 """
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tvutils")  # pyproject.toml's [project] version, as installed
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

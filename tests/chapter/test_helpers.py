@@ -36,6 +36,18 @@ def test_progress_is_quiet_in_ci(monkeypatch):
     assert list(progress.progress(range(3))) == [0, 1, 2]
 
 
+def test_progress_bars_are_tqdm_auto(monkeypatch, capsys):
+    """tqdm.auto picks widget bars inside Jupyter or Colab and text bars elsewhere (here: text, on stderr)."""
+    import tqdm.auto
+
+    assert progress.tqdm is tqdm.auto.tqdm
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("TVUTILS_PROGRESS", "1")
+    bar = progress.progress(range(2), desc="steps")
+    assert isinstance(bar, tqdm.auto.tqdm) and not bar.disable
+    assert list(bar) == [0, 1] and "steps" in capsys.readouterr().err
+
+
 def test_repo_root_and_cache_dir(tmp_path, monkeypatch):
     (tmp_path / "_toc.yml").write_text("root: x\n")
     (tmp_path / "notebooks").mkdir()

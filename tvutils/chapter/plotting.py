@@ -1,9 +1,16 @@
-"""Figures shared by the chapters: heatmaps over a λ grid with a theory region drawn on top."""
+"""Figures shared by the chapters: heatmaps over a λ grid with a theory region drawn on top, a mean over seeds
+with its band (seaborn), and scaling-law panels.
+
+The heatmaps stay matplotlib's ``pcolormesh`` on numeric axes (not ``seaborn.heatmap``, whose cells sit at
+categorical positions), so that the theorems' boundaries are drawn on them in the data's own coordinates.
+"""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+import seaborn as sns
 from matplotlib import patheffects
 from matplotlib.axes import Axes
 
@@ -28,6 +35,39 @@ def heatmap(
     ax.set_xlabel(col_label)
     ax.set_ylabel(row_label)
     plt.colorbar(mesh, ax=ax, label=cbar_label)
+
+
+def seed_band(
+    ax: Axes,
+    x: np.ndarray,
+    values: np.ndarray,
+    label: str | None = None,
+    color: str | None = None,
+    band: tuple[str, float] = ("pi", 100),
+    alpha: float = 0.2,
+    **line_kwargs,
+) -> str:
+    """The mean over seeds as a line and a band around it (seaborn's ``lineplot``); returns the line's colour.
+
+    ``values`` is (S, K) for S seeds at the K points ``x``, or 1-D beside a 1-D ``x`` of the same length (one row
+    per observation). ``band`` is seaborn's ``errorbar``: ``("pi", 100)``, the default, spans the range over seeds
+    (min to max); ``("ci", 95)`` a bootstrap interval of the mean. ``line_kwargs`` go to the line (``marker``,
+    ``linestyle``, ``lw``, ...). The axes' labels are left as they were."""
+    values, x = np.asarray(values, dtype=float), np.asarray(x, dtype=float)
+    if values.ndim == 2:
+        if values.shape[1] != len(x):
+            raise ValueError(f"values have shape {values.shape}, x has {len(x)} points")
+        x = np.tile(x, values.shape[0])
+    if values.ravel().shape != x.shape:
+        raise ValueError(f"{values.size} values for {x.size} x positions")
+    labels = ax.get_xlabel(), ax.get_ylabel()
+    before = len(ax.get_lines())
+    frame = pd.DataFrame({"x": x, "y": values.ravel()})
+    sns.lineplot(frame, x="x", y="y", ax=ax, estimator="mean", errorbar=band, color=color, label=label,
+                 err_kws={"alpha": alpha, "linewidth": 0}, legend=False, **line_kwargs)  # fmt: skip
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    return ax.get_lines()[before].get_color()
 
 
 def region_outline(

@@ -1,4 +1,6 @@
-"""Progress bars that stay quiet in CI and in the executed book (set ``CI`` or ``TVUTILS_PROGRESS=0``)."""
+"""Progress bars that stay quiet in CI and in the executed book (set ``CI`` or ``TVUTILS_PROGRESS=0``).
+
+``tqdm.auto``: widget bars in Jupyter and Colab (ipywidgets, in the ``book`` extra), text bars in a terminal."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import os
 from collections.abc import Iterable
 from typing import TypeVar
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
