@@ -1,5 +1,5 @@
 """Stand-in run of 08_scaling's ``full`` profile: the same code path (every sweep, the device argument, the
-bootstrap fits, the verdict), at sizes and seed counts small enough for a CPU in about half a minute."""
+bounds and exponents of the verdict), at sizes and seed counts small enough for a CPU in about half a minute."""
 
 SECONDS = 40  # CPU seconds of the 3-minute budget of all stand-ins (measured 21-25 s)
 
@@ -14,7 +14,6 @@ def overrides(tmp_path) -> dict:
         "max_steps": 300,
         "n_test": 100,
         "n_stop": 100,
-        "n_boot": 50,
         "d_sizes": [16, 32],
         "M_fixed": 10,
         "M_sizes": [5, 10],

@@ -5,6 +5,6 @@ SECONDS = 25  # CPU seconds of the 3-minute budget of all stand-ins (measured 7-
 
 
 def overrides(tmp_path) -> dict:
-    return {"seeds": [0], "device": "cpu", "steps": 40, "n_test": 100, "fractions": [0.0, 0.5, 0.9],
+    return {"seeds": [0], "gpt2_seeds": [0], "device": "cpu", "steps": 40, "n_test": 100, "fractions": [0.0, 0.5, 0.9],
             "alphas_prune": [0.8], "draws": 1, "gpt2_steps": 4, "gpt2_warmup": 2, "gpt2_n_test": 50,
             "gpt2_fractions": [0.0, 0.5], "gpt2_draws": 1}  # fmt: skip
