@@ -1,11 +1,11 @@
-"""Tests of chapter 08's work plan (tvutils.taskvec.scaling.work_plan and its FLOP and op counts)."""
+"""Tests of chapter 08's work plan (tvutils.taskvec.work: work_plan and its FLOP and op counts)."""
 
 from types import SimpleNamespace
 
 import pytest
 
 from tvutils.chapter.cost import plan_table
-from tvutils.taskvec import scaling as sc
+from tvutils.taskvec import work as sc
 from tvutils.taskvec.config import THEORY_DEFAULTS, setting
 from tvutils.taskvec.data import DataConfig
 
