@@ -126,7 +126,8 @@ def ledger_table(board: pd.DataFrame) -> pd.DataFrame:
         found = linked.loc[[key]] if key in linked.index else None
         result = "; ".join(f"{s}" for s in found["status"]) if found is not None else "not run on this profile"
         where = found["chapter"].iloc[0] if found is not None else e.chapter
-        rows.append({"chapter": where, "kind": e.kind, "claim": e.claim,
+        claim = found["claim"].iloc[0] if found is not None and len(found) == 1 else e.claim  # linked to its section
+        rows.append({"chapter": where, "kind": e.kind, "claim": claim,
                      "statement (source)": f"“{e.statement}” ({e.where})" if e.statement else "—",
                      "form": e.form, "scale": e.scale, "premises": "; ".join(e.premises) or "—",
                      "test": f"{e.test['metric']} — {found['rule'].iloc[0] if found is not None else e.test['family']}"
