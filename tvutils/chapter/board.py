@@ -99,12 +99,13 @@ def glance(board: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Figure:
             for k, s in enumerate(sorted(statuses, key=ORDER.index)):
                 codes[i, j * (width + 1) + k] = ORDER.index(s)
     if ax is None:
-        _, ax = plt.subplots(figsize=(min(16, 2 + 0.42 * codes.shape[1]), 1.2 + 0.42 * len(chapters)))
+        _, ax = plt.subplots(figsize=(min(11, 3.5 + 0.17 * codes.shape[1]), 1.4 + 0.3 * len(chapters)))
     ax.imshow(np.ma.masked_invalid(codes), cmap=ListedColormap([COLOURS[s] for s in ORDER]), vmin=-0.5,
               vmax=len(ORDER) - 0.5, aspect="equal")  # fmt: skip
-    ax.set_yticks(range(len(chapters)), chapters)
-    ax.set_xticks([j * (width + 1) + (width - 1) / 2 for j in range(len(forms))], forms, rotation=20, ha="right")
-    ax.tick_params(length=0)
+    ax.set_yticks(range(len(chapters)), chapters, fontsize=9)
+    ax.set_xticks([j * (width + 1) + (width - 1) / 2 for j in range(len(forms))], forms, rotation=20, ha="right",
+                  fontsize=9)  # fmt: skip
+    ax.tick_params(which="both", length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_xticks(np.arange(-0.5, codes.shape[1], 1), minor=True)
@@ -112,8 +113,8 @@ def glance(board: pd.DataFrame, ax: plt.Axes | None = None) -> plt.Figure:
     ax.grid(which="minor", color="white", linewidth=2)
     counts = paper["status"].value_counts()
     ax.legend(handles=[Patch(color=COLOURS[s], label=f"{s} ({counts.get(s, 0)})") for s in ORDER],
-              loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # fmt: skip
-    ax.set_title("The papers' claims: one square each, by chapter and logical form")
+              loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9)  # fmt: skip
+    ax.set_title("The papers' claims: one square each, by chapter and logical form", fontsize=10)
     return ax.figure
 
 
