@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from tests.editing.sharded import write_sharded
 from tvutils.editing.checkpoint import Checkpoint, CheckpointError
 from tvutils.editing.streaming import merge_checkpoints
 
@@ -27,15 +28,7 @@ def _pair(seed=0, shape=(8, 6)):
 
 
 def _sharded(folder, sd, shards=2):
-    folder.mkdir(parents=True)
-    keys, weight_map = list(sd), {}
-    for s in range(shards):
-        name = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        save_file({k: sd[k] for k in keys[s::shards]}, folder / name)
-        weight_map.update({k: name for k in keys[s::shards]})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    (folder / "config.json").write_text('{"model_type": "llama"}')
-    return folder
+    return write_sharded(folder, sd, shards)
 
 
 def _no_tmp(folder):

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from tests.editing.sharded import write_sharded
 from tvutils.__main__ import main
 from tvutils.editing import dtype_codec, publish, streaming
 from tvutils.editing.checkpoint import DTYPE_NAMES, Checkpoint, CheckpointError, read_header
@@ -397,16 +398,7 @@ def _start(tmp_path, base, tuned, out, sleep):
 
 
 def _sharded(folder, sd, shards=2):
-    folder.mkdir()
-    keys = list(sd)
-    weight_map = {}
-    for s in range(shards):
-        name = f"model-{s + 1}-of-{shards}.safetensors"
-        save_file({k: sd[k] for k in keys[s::shards]}, folder / name)
-        weight_map.update({k: name for k in keys[s::shards]})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    (folder / "config.json").write_text("{}")
-    return folder
+    return write_sharded(folder, sd, shards)
 
 
 def test_two_concurrent_merges_into_one_out(tmp_path):
