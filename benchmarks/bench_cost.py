@@ -2,7 +2,7 @@
 
 The chapters' time estimates (``tvutils.chapter.cost``) bound a stage of tiny-model work by its sequential calls
 × the torch operations each dispatches × a per-operation cost. On the CPU that cost can be measured: this script
-times SGD steps of Part II's one-layer learner (chapter 09's setting) and Adam steps of its GPT-2 (chapter 10's),
+times SGD steps of Part II's one-layer learner (chapter 10's setting) and Adam steps of its GPT-2 (chapter 11's),
 counts the operations one step dispatches (``count_ops``), and prints the seconds per operation. The constant
 ``CPU_CORE.op_overhead`` comes from a run of this script (benchmarks/README.md, §4).
 
@@ -53,8 +53,8 @@ def main() -> None:
     s1, n1 = per_op(pretrained(learner_cfg, 0), tasks, data_cfg, train_cfg, 300)
     gcfg, gtrain = gpt2_setting(P)
     s2, n2 = per_op(GPT2Learner(gcfg, seed=0), both_ways_cycle_tasks(P.M1, [1, 2]), data_cfg, gtrain, 30)
-    print(f"one-layer learner (chapter 09): {n1} ops per SGD step of {train_cfg.batch_size}, {s1 * 1e6:.1f} µs per op")
-    print(f"GPT-2 learner (chapter 10): {n2} ops per Adam step of {gtrain.batch_size}, {s2 * 1e6:.1f} µs per op")
+    print(f"one-layer learner (chapter 10): {n1} ops per SGD step of {train_cfg.batch_size}, {s1 * 1e6:.1f} µs per op")
+    print(f"GPT-2 learner (chapter 11): {n2} ops per Adam step of {gtrain.batch_size}, {s2 * 1e6:.1f} µs per op")
     print(f"tvutils.chapter.cost.CPU_CORE.op_overhead = {CPU_CORE.op_overhead * 1e6:.1f} µs")
 
 

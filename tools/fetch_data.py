@@ -71,7 +71,7 @@ DATASETS = {
             "fashion-mnist",
             tuple(Remote(f, tuple(u + f for u in FASHION_URLS), None, "keep") for f in FASHION_FILES),
             dict(FASHION_FILES),
-            "Fashion-MNIST 60k/10k (Zalando Research, MIT), the pre-training task of chapter 06's offline ViT",
+            "Fashion-MNIST 60k/10k (Zalando Research, MIT), the pre-training task of chapter 07's offline ViT",
         ),
         Dataset(
             "shakespeare",

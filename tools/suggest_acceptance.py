@@ -4,7 +4,7 @@ merge command it prints, and the merged model's score against what the chapter "
 
     python tools/suggest_acceptance.py --profile ci|default --run 0 --goal add --second irrelevant --workdir DIR
 
-For one run of chapter 06 (read from its cache, or rebuilt by the same functions) it writes, in the
+For one run of chapter 07 (read from its cache, or rebuilt by the same functions) it writes, in the
 ``transformers`` layout: Ψ⁽⁰⁾ (the pre-trained encoder with the run's parity head), Ψ*_T1 and Ψ*_T2 (T2 = the
 ``--second`` task, or the irrelevant one for ``--goal target``); the probe file the chapter's rule reads (the same
 digits and colours) and, for the target, its labels. It runs the command line, then the merge command it printed,
@@ -31,7 +31,7 @@ from tvutils.chapter.runtime import fix_threads  # noqa: E402
 from tvutils.suggest import rules, scoring  # noqa: E402
 from tvutils.suggest import vision as sv  # noqa: E402
 
-# the chapter's ViT parameters per profile (notebooks/12_choosing_lambda.ipynb, DEFAULTS and PROFILES["ci"])
+# the chapter's ViT parameters per profile (notebooks/09_choosing_lambda.ipynb, DEFAULTS and PROFILES["ci"])
 PROFILES = {
     "default": dict(n_test=600, n_ood=300, n_train=3000, lambda_step=0.2, ood_step=0.5, n_probe=64, ada_steps=20,
                     pretrain={"n_train": 60000, "epochs": 1.0, "lr": 1e-3, "weight_decay": 0.05, "batch_size": 128,
@@ -53,7 +53,7 @@ def main() -> int:
     args = ap.parse_args()
     fix_threads(1)
     p = PROFILES[args.profile]
-    runs, grid = sv.chapter06_runs([args.run], p["n_test"], p["n_ood"], p["n_train"], p["lambda_step"],
+    runs, grid = sv.vit_case_runs([args.run], p["n_test"], p["n_ood"], p["n_train"], p["lambda_step"],
                                    p["ood_step"], p["pretrain"], p["n_probe"], p["ada_steps"], (3, 20))  # fmt: skip
     r = runs[args.run]
     constants = rules.Constants.literal(sv.VIT["hidden_size"])

@@ -83,7 +83,7 @@ def test_count_ops_counts_dispatched_operations():
 
 
 def test_devices_are_the_assumed_constants():
-    # 07's printed estimate depends on these (40 % of the fp32 peaks, 70 % of the bandwidths)
+    # the printed estimates of chapters 06 and 10-12 depend on these (40 % of the fp32 peaks, 70 % of the bandwidths)
     assert T4.flops == 0.4 * 8.1e12 and A100.flops == 0.4 * 19.5e12 and CPU_CORE.flops == 30e9
     assert T4.bandwidth == 0.7 * 320e9 and A100.bandwidth == 0.7 * 1555e9
     assert T4.short == "T4" and A100.short == "A100" and CPU_CORE.short == "1 CPU core"

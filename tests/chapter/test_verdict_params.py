@@ -179,7 +179,7 @@ def test_scoreboard_counts_causes_links_and_glance(ledger, tmp_path):
     v = Verdict("nb", params(), ledger=ledger)
     measure_all(v)
     v.finish(tmp_path)
-    board = load_verdicts(tmp_path)
+    board = load_verdicts(tmp_path, ledger)
     counts = tally(board)
     assert counts["paper claims"] == 3 and counts["reproduced"] == 1 and counts["inconclusive"] == 1
     assert counts["not tested here"] == 1 and counts["differing from the record"] == 0
@@ -190,9 +190,14 @@ def test_scoreboard_counts_causes_links_and_glance(ledger, tmp_path):
     assert linked["claim"][0] == '<a href="nb.html#accuracy-after-merging">accuracy after merging</a>'
     assert glance(board).axes[0].get_yticklabels()[0].get_text() == "nb"
     assert len(ledger_table(board)) > 0  # the book's own ledger, with this board's results where they exist
+    stale = json.loads((tmp_path / "nb.json").read_text()) | {"notebook": "06_old_name"}
+    (tmp_path / "06_old_name.json").write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match="not a chapter of this version of the book"):
+        load_verdicts(tmp_path, ledger)
+    (tmp_path / "06_old_name.json").unlink()
     (tmp_path / "broken.json").write_text("{}")
     with pytest.raises(ValueError, match="not a verdict file"):
-        load_verdicts(tmp_path)
+        load_verdicts(tmp_path, ledger)
 
 
 def test_the_books_ledger_loads_and_names_real_chapters_and_sections():

@@ -1,4 +1,4 @@
-"""Tests of tvutils.icl.work: the counted work of chapters 09-11 scales with their parameters."""
+"""Tests of tvutils.icl.work: the counted work of chapters 10-12 scales with their parameters."""
 
 from types import SimpleNamespace
 
@@ -68,7 +68,7 @@ def test_in_domain_counts_scale_with_seeds_and_steps():
     assert seeds["training sets"].training == 2 * sets.training and steps["training sets"].training == 2 * sets.training
     assert seeds["prompt length"].forward == 2 * one["prompt length"].forward == 2 * 2 * 2 * 2 * 50
     assert one["iterations (at most)"].training == 2 * 2 * 40 * 64
-    assert all(s.where == "cpu" for s in one.values())  # chapter 09 has no device
+    assert all(s.where == "cpu" for s in one.values())  # chapter 10 has no device
 
 
 def test_out_of_domain_gpt2_runs_on_the_device_only_when_given():

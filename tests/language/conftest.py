@@ -69,9 +69,9 @@ def tiny_phi(tmp_path_factory):
 
 
 def _standin():
-    """Chapter 07's stand-in module (tests/standins/07_llm_unlearning.py), which writes the tiny Phi."""
-    path = Path(__file__).resolve().parents[1] / "standins" / "07_llm_unlearning.py"
-    spec = importlib.util.spec_from_file_location("standin_07", path)
+    """Chapter 08's stand-in module (tests/standins/08_llm_unlearning.py), which writes the tiny Phi."""
+    path = Path(__file__).resolve().parents[1] / "standins" / "08_llm_unlearning.py"
+    spec = importlib.util.spec_from_file_location("standin_llm", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,4 +1,4 @@
-"""tvutils.suggest.vision on a tiny ViT and a fake run of chapter 06: probes, scores and every method's row."""
+"""tvutils.suggest.vision on a tiny ViT and a fake run of chapter 07: probes, scores and every method's row."""
 
 import pandas as pd
 import pytest

@@ -1,4 +1,4 @@
-"""Tests of chapter 08's work plan (tvutils.taskvec.work: work_plan and its FLOP and op counts)."""
+"""Tests of chapter 06's work plan (tvutils.taskvec.work: work_plan and its FLOP and op counts)."""
 
 from types import SimpleNamespace
 

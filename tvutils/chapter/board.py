@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from .ledger import FORMS, SCALES, load
+from .ledger import FORMS, LEDGER_PATH, SCALES, load
 from .paths import build_dir
 
 ORDER = ["reproduced", "inconclusive", "not tested here", "not reproduced"]  # the papers' claims, best first
@@ -24,13 +24,20 @@ COLUMNS = ["notebook", "profile", "judged", "id", "ledger_id", "kind", "form", "
            "where", "metric", "rule", "detail", "status", "expected", "paper_value", "anchor", "note", "cause"]  # fmt: skip
 
 
-def load_verdicts(directory: Path | None = None) -> pd.DataFrame:
-    """Every verdict file in a folder as one table, one row per claim."""
+def load_verdicts(directory: Path | None = None, ledger: Path | str = LEDGER_PATH) -> pd.DataFrame:
+    """Every verdict file in a folder as one table, one row per claim; a file of a chapter the ledger does not
+    know (an old chapter number, say) is an error, not a silent extra row."""
     directory = Path(directory) if directory is not None else build_dir() / "verdicts"
+    chapters = {e.chapter for e in load(ledger)}
     rows = []
     for path in sorted(directory.glob("*.json")):
         try:
             doc = json.loads(path.read_text())
+            if doc["notebook"] not in chapters:
+                raise ValueError(
+                    f"{path}: the verdict of {doc['notebook']!r}, which is not a chapter of this version of the book"
+                    " (the chapters were renumbered to the reading order); delete the file"
+                )
             claims = doc["claims"]
             for d in claims:
                 missing = [k for k in ("id", "kind", "form", "status") if k not in d]

@@ -48,8 +48,8 @@ class Device:
 
 # 40 % of the data-sheet fp32 peak (PyTorch's default fp32 matmul, no TF32) and 70 % of the memory bandwidth;
 # per op: 10 µs on a T4 (ASSUMED: Colab's 2-vCPU host), 6 µs on an A100 (ASSUMED: a faster host), and 15 µs on a
-# CPU core, MEASURED: benchmarks/bench_cost.py times SGD steps of chapter 09's learner on the CI machine (2-core
-# EPYC, 2026-12-02): 14.4 µs per op (138 ops a step; an Adam step of chapter 10's GPT-2: 39.7 µs per op, where
+# CPU core, MEASURED: benchmarks/bench_cost.py times SGD steps of chapter 10's learner on the CI machine (2-core
+# EPYC, 2026-12-02): 14.4 µs per op (138 ops a step; an Adam step of chapter 11's GPT-2: 39.7 µs per op, where
 # the arithmetic counts too). A bare op's dispatch is about 3 µs; autograd and the batch's own work make the rest.
 T4 = Device("T4 (fp32: 40 % of 8.1 TFLOP/s, 70 % of 320 GB/s)", 0.4 * 8.1e12, 0.7 * 320e9, 10e-6)
 A100 = Device("A100 (fp32: 40 % of 19.5 TFLOP/s, 70 % of 1.56 TB/s)", 0.4 * 19.5e12, 0.7 * 1555e9, 6e-6)

@@ -1,6 +1,6 @@
 """The work of a Part II chapter's run, counted from its resolved parameters before anything is trained.
 
-``in_domain(P)``, ``out_of_domain(P)`` and ``mechanism_pruning(P)`` (chapters 09, 10, 11) list the stages of
+``in_domain(P)``, ``out_of_domain(P)`` and ``mechanism_pruning(P)`` (chapters 10, 11, 12) list the stages of
 their chapter's notebook as ``tvutils.chapter.cost.Stage``s, in prompts: SGD steps × prompts per step (forward +
 backward), the evaluations during training, and every evaluation of the trained models (test cells ×
 prompts). ``tvutils.chapter.cost.plan_table`` turns them into the printed plan and its time estimates.
@@ -106,7 +106,7 @@ def _learner(P: SimpleNamespace) -> tuple[DataConfig, LearnerConfig, TrainConfig
 
 
 def in_domain(P: SimpleNamespace | Any) -> list[Stage]:
-    """Chapter 09's run: per task set and seed a training (+ evaluations on 1000 validation prompts) and two test
+    """Chapter 10's run: per task set and seed a training (+ evaluations on 1000 validation prompts) and two test
     cells; the prompt-length grid; the iteration experiment (at most ``max_steps`` steps each: it stops at the
     ``converged`` error). Everything runs on the CPU (the chapter has no device parameter)."""
     data_cfg, lc, tc, ops = _learner(P)
@@ -145,7 +145,7 @@ def _gpt2_training(P: SimpleNamespace | Any, gtrain: TrainConfig, sizes: tuple, 
 
 
 def out_of_domain(P: SimpleNamespace | Any) -> list[Stage]:
-    """Chapter 10's run: the one-layer learner per seed and its out-of-domain cells (every construction × S₁, the
+    """Chapter 11's run: the one-layer learner per seed and its out-of-domain cells (every construction × S₁, the
     prompt-length grids at two S₁), then GPT-2 per seed (on ``P.device``) and its cells (evaluated on the CPU)."""
     data_cfg, lc, tc, ops = _learner(P)
     f = lambda length: learner_flops(lc, length)  # noqa: E731
@@ -172,9 +172,9 @@ def out_of_domain(P: SimpleNamespace | Any) -> list[Stage]:
 
 
 def mechanism_pruning(P: SimpleNamespace | Any) -> list[Stage]:
-    """Chapter 11's run: the learner per seed with its snapshots read at every evaluation (attention on two sets
+    """Chapter 12's run: the learner per seed with its snapshots read at every evaluation (attention on two sets
     of ``n_test`` prompts, counted as forward passes), the pruning curves (3 ways × fractions, random ones
-    ``draws`` times, on two sets, then per α'), then GPT-2 (chapter 10's recipe: loaded from its cache when that
+    ``draws`` times, on two sets, then per α'), then GPT-2 (chapter 11's recipe: loaded from its cache when that
     chapter ran, so at most) and its attention and pruning curves."""
     data_cfg, lc, tc, ops = _learner(P)
     f = lambda length: learner_flops(lc, length)  # noqa: E731
@@ -195,7 +195,7 @@ def mechanism_pruning(P: SimpleNamespace | Any) -> list[Stage]:
     gn, gt = P.gpt2_n_test, gpt2_flops(*sizes, data_cfg.D, P.test_length)
     gcurve = per_curve(len(P.gpt2_fractions), P.gpt2_draws)
     stages += [
-        _gpt2_training(P, gtrain, sizes, data_cfg.D, gops, " (at most: chapter 10's cache)"),
+        _gpt2_training(P, gtrain, sizes, data_cfg.D, gops, " (at most: chapter 11's cache)"),
         _cells(
             "GPT-2 attention and pruning",
             f"{S} seeds × (1 + {gcurve}) passes on {gn}",

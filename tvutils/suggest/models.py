@@ -19,7 +19,7 @@ id per target example (classifier), or (N_target, L) token ids, −100 where ign
 probe's target rows.
 
 **Outputs compared**: a classifier's logits, centred over the classes (a shift common to every class changes no
-prediction; for two classes this is half the logit margin); a causal LM's last hidden states (as chapter 07
+prediction; for two classes this is half the logit margin); a causal LM's last hidden states (as chapter 08
 compares them). **Gains** (for γ̂): the change of the centred logit of the label, the model's own prediction on a
 source task's inputs for a classifier, the true next token for a causal LM.
 """

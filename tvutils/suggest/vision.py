@@ -1,8 +1,8 @@
-"""The ViT workload of the chapter "Choosing λ": chapter 06's runs (``tvutils.vision.experiments.run_case_study``,
+"""The ViT workload of the chapter "Choosing λ": chapter 07's runs (``tvutils.vision.experiments.run_case_study``,
 read from its cache), every method's λ for Table 1 (add and forget, T1 with each second task) and Table 2 (the
 out-of-domain target), scored like the theory model.
 
-Halves: chapter 06's (``half_masks`` seeded by ``seeds.halves(run)``): the grid chooses on half A and everything
+Halves: chapter 07's (``half_masks`` seeded by ``seeds.halves(run)``): the grid chooses on half A and everything
 is scored on half B. The probe: ``n_probe`` digits of half A, drawn in colour by each task's rule (``probe_rows``; inputs
 only, no labels), and for the target ``n_probe`` other digits with the target's labels; the search's validation
 set: ``n_probe`` more digits, scored by expectation. For Table 2, whose grid covers only the first ``n_ood``
@@ -37,7 +37,7 @@ _PROBE = 400  # probe colours of task role r in run k: seed RUN_BLOCK·k + 400 +
 
 @dataclass
 class ViTRun:
-    """One run of chapter 06 and what scoring it needs."""
+    """One run of chapter 07 and what scoring it needs."""
 
     result: RunResult
     base: ViTForImageClassification  # Ψ⁽⁰⁾ with the run's parity head
@@ -220,18 +220,18 @@ def target_cases(r: ViTRun, grid: Sequence[tuple[float, float]], constants: Cons
     return rows
 
 
-# chapter 06's tasks (colour cue fractions) and its main out-of-domain design, and its ViT
+# chapter 07's tasks (colour cue fractions) and its main out-of-domain design, and its ViT
 TASKS = {"T1": ("T1", 0.95, 1.0), "irrelevant": ("irrelevant T2", 0.5, 1.0), "aligned": ("aligned T2", 0.9, 1.0),
          "contradictory": ("contradictory T2", 0.05, 1.0), "ood": ("T′", 0.8, 0.05)}  # fmt: skip
 VIT = {"image_size": 28, "patch_size": 7, "hidden_size": 96, "layers": 4, "heads": 4, "mlp_size": 192}
 FINETUNE = {"epochs": 3.0, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.0, "train_head": False}
 
 
-def chapter06_runs(
+def vit_case_runs(
     seeds: Sequence[int], n_test: int, n_ood: int, n_train: int, lambda_step: float, ood_step: float,
     pretrain: dict, n_probe: int, ada_steps: int, search_budgets: Sequence[int],
 ) -> tuple[dict[int, ViTRun], list[tuple[float, float]]]:  # fmt: skip
-    """Chapter 06's runs with its parameters (read from its cache, or rebuilt by the same functions), each ready
+    """Chapter 07's runs with its parameters (read from its cache, or rebuilt by the same functions), each ready
     to score, and its Table 2 grid."""
     from ..taskvec.theorems import lambda_grid
     from ..vision import data as vd

@@ -1,4 +1,4 @@
-"""The work of chapter 08's run, counted from its parameters before anything is trained (the twin of
+"""The work of chapter 06's run, counted from its parameters before anything is trained (the twin of
 ``tvutils.icl.work``): FLOPs of the learner (eq. 3) and of the λ-grid's merge engine per sample, the torch
 operations of one SGD step, one stopping-rule evaluation and one grid pass, and ``work_plan``, the stages of the
 run as ``tvutils.chapter.cost.Stage`` rows.
@@ -67,13 +67,13 @@ def grid_pass_ops(s: Setting) -> int:
 
 
 def work_plan(P: SimpleNamespace | Any) -> list:
-    """The stages of chapter 08's run with parameters ``P`` (``tvutils.chapter.cost.Stage``, in samples): the
+    """The stages of chapter 06's run with parameters ``P`` (``tvutils.chapter.cost.Stage``, in samples): the
     distinct fine-tunes each section asks for (first use only: ``FineTunes`` trains each once), each counted at
     its step budget ``max_steps`` with a stopping-rule evaluation every ``eval_every`` steps on ``n_stop``
     samples (an upper bound: a fine-tune stops once its target is met), and the λ-grid evaluations of each law
     (Theorem 2's refinement counted for every (seed, α), also an upper bound).
 
-    Mirrors notebooks/08_scaling.ipynb section by section. Corollary 2's regime is chosen at run time; its
+    Mirrors notebooks/06_scaling.ipynb section by section. Corollary 2's regime is chosen at run time; its
     fine-tunes are counted in the regime that adds the most. Left out: drawing test sets, the SVDs and row norms
     of the task vectors, the bootstrap fits (CPU, small).
     """

@@ -1,4 +1,4 @@
-"""Stand-in run of 11_icl_mechanism_pruning's ``full`` profile: its shapes (M₁ = 10, M₂ = 40, d = 50, GPT-2
+"""Stand-in run of 12_icl_mechanism_pruning's ``full`` profile: its shapes (M₁ = 10, M₂ = 40, d = 50, GPT-2
 3 × 2 × 64), few seeds and steps, on the CPU (the stand-in GPT-2's recipe differs, so it gets its own cache entry)."""
 
 SECONDS = 25  # CPU seconds of the 3-minute budget of all stand-ins (measured 7-10 s)

@@ -1,4 +1,4 @@
-"""Stand-in run of 08_scaling's ``full`` profile: the same code path (every sweep, the device argument, the
+"""Stand-in run of 06_scaling's ``full`` profile: the same code path (every sweep, the device argument, the
 bounds and exponents of the verdict), at sizes and seed counts small enough for a CPU in about half a minute."""
 
 SECONDS = 40  # CPU seconds of the 3-minute budget of all stand-ins (measured 21-25 s)

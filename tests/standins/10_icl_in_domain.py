@@ -1,4 +1,4 @@
-"""Stand-in run of 09_icl_in_domain's ``full`` profile: its shapes (M₁ = 10, M₂ = 40, d = 50), few seeds and steps."""
+"""Stand-in run of 10_icl_in_domain's ``full`` profile: its shapes (M₁ = 10, M₂ = 40, d = 50), few seeds and steps."""
 
 SECONDS = 25  # CPU seconds of the 3-minute budget of all stand-ins (measured 7-10 s)
 

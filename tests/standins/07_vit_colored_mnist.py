@@ -1,4 +1,4 @@
-"""Stand-in for the full profile of chapter 06: a randomly initialised ViT-S/16 at 224 px, shrunk data, CPU.
+"""Stand-in for the full profile of chapter 07: a randomly initialised ViT-S/16 at 224 px, shrunk data, CPU.
 
 The model folder has the real architecture and shapes (``transformers``' ``ViTConfig``: layers of width 384,
 6 heads, 16 px patches, 224 px input), saved with safetensors, so the full profile's code path (hub loader,

@@ -1,4 +1,4 @@
-"""Stand-in for chapter 07's ``full`` profile (microsoft/phi-1_5 on a GPU; run by tests/test_full_profiles.py): a
+"""Stand-in for chapter 08's ``full`` profile (microsoft/phi-1_5 on a GPU; run by tests/test_full_profiles.py): a
 randomly initialised PhiForCausalLM — the paper's architecture, with Phi-1.5's depth (24 blocks, so that the
 profile's 12 trained top blocks exist), its partial rotary embedding and parallel attention/MLP, width 32 — saved
 with safetensors beside a byte-level BPE tokenizer, both loaded offline through the same ``from_pretrained`` path
