@@ -146,3 +146,18 @@ def test_the_checker_fails_the_build(tmp_path):
     (site / "bad.html").write_text("<p>$x$</p>")
     assert check_pages.main([str(site), str(nbs)]) == 1
     assert check_pages.main([str(site / "missing"), str(nbs)]) == 2
+
+
+def test_dead_links_to_sections_are_found(tmp_path):
+    site = tmp_path / "html"
+    (site / "notebooks").mkdir(parents=True)
+    chapter = site / "notebooks" / "07_x.html"
+    chapter.write_text('<section id="table-1"><span id="vit-table-1"></span><h2>Table 1</h2></section>')
+    board = site / "notebooks" / "99_board.html"
+    board.write_text(
+        '<a href="07_x.html#vit-table-1">ok</a><a href="#top">self</a><a href="https://x.org/#a">out</a>'
+        '<a href="../index.html#x">no page</a><a href="07_x.html#table-one">moved</a><p id="top"></p>'
+    )
+    found = check_pages.dead_anchors(site, [chapter, board])
+    assert len(found) == 2
+    assert "no page index.html" in found[0] and "has no id 'table-one'" in found[1]

@@ -11,6 +11,9 @@
    ``TqdmWarning``, ``UserWarning``, ...) or a progress bar. Outputs on stderr (Python's warnings, loading bars,
    logging) are MyST-NB's to report: ``nb_output_stderr: warn`` in _config.yml, which ``make book`` (Sphinx's
    ``--warningiserror``) turns into a failure.
+3. Links between pages: every link to a section of a page of the site (``page.html#id``, or ``#id`` on the same
+   page) must name an id that page has. The scoreboard links each claim to the MyST label of the section that
+   shows it; a label that moved or vanished is a dead link here.
 
 Each finding is printed as one line ``file: where: what``; the exit status is 1 if there is any.
 """
@@ -54,6 +57,49 @@ class _Text(HTMLParser):
     def handle_data(self, data):
         if not (self.stack and self.stack[-1][1]) and data.strip():
             self.pieces.append(data)
+
+
+class _Anchors(HTMLParser):
+    """The ids a page defines and the local links it makes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("name"):
+            self.ids.add(a["name"])
+        href = a.get("href") or ""
+        if tag == "a" and "#" in href and not re.match(r"[a-z][a-z0-9+.-]*:", href):
+            self.links.append(href)
+
+
+def _anchors(page: Path) -> _Anchors:
+    parser = _Anchors()
+    parser.feed(page.read_text(errors="replace"))
+    return parser
+
+
+def dead_anchors(site: Path, pages: list[Path]) -> list[str]:
+    """Links to ``page.html#id`` (or ``#id``) whose page, in the site, has no such id: one line each."""
+    parsed = {p.resolve(): _anchors(p) for p in pages}
+    found = []
+    for page, doc in parsed.items():
+        for href in doc.links:
+            path, _, frag = href.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not frag or target.suffix != ".html" or site.resolve() not in target.parents:
+                continue
+            ids = parsed[target].ids if target in parsed else (_anchors(target).ids if target.exists() else None)
+            if ids is None:
+                found.append(f"{page}: dead link {href!r}: no page {target.name}")
+            elif frag not in ids:
+                found.append(f"{page}: dead link {href!r}: {target.name} has no id {frag!r}")
+    return found
 
 
 def raw_tex(html: str) -> list[str]:
@@ -107,6 +153,7 @@ def check(site: Path | None, notebooks: Path | None) -> list[str]:
             problems.append(f"{site}: no HTML pages")
         for page in pages:
             problems += [f"{page}: {p}" for p in raw_tex(page.read_text(errors="replace"))]
+        problems += dead_anchors(site, pages)
     if notebooks is not None:
         for path in sorted(notebooks.rglob("*.ipynb")):
             problems += [f"{path}: {p}" for p in output_problems(json.loads(path.read_text()))]

@@ -7,7 +7,8 @@ premises and how the chapter meets each, the test (family, metric, rule, margins
 fixed before measuring), the preconditions checked before scoring, the scale, and the outcome the record
 expects on each profile. An entry with ``for_each: NAME`` stands for one claim per key of the chapter's
 parameter ``NAME`` (its id, claim and metric take ``{each}``); one with ``when: NAME`` (or ``when: not NAME``) is
-made only by the runs whose parameter ``NAME`` is true (false).
+made only by the runs whose parameter ``NAME`` is true (false). ``section`` is the MyST label written as
+``(label)=`` above the heading of the section that shows the claim; the scoreboard links the claim there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ast
 import functools
 import operator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,7 @@ class Entry:
     paper: str = ""
     premises: tuple[str, ...] = ()
     preconditions: tuple[str, ...] = ()
-    section: str = ""
+    section: str = ""  # the MyST label of the section that shows it, ``(label)=`` above the heading
     paper_value: str = ""
     expect: dict[str, str | dict[str, str]] = field(default_factory=dict)  # per profile; per instance if it differs
     note: str = ""
@@ -99,6 +101,9 @@ def evaluate(expression: Any, names: dict[str, Any]) -> float:
     return ev(ast.parse(str(expression), mode="eval").body)
 
 
+LABEL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # a section's MyST label, ``(label)=`` above its heading
+
+
 def _check(raw: dict, where: str) -> Entry:
     unknown = set(raw) - _FIELDS
     if unknown:
@@ -108,6 +113,8 @@ def _check(raw: dict, where: str) -> Entry:
             raise ValueError(f"{where}: the field {name!r} is missing")
     if raw["kind"] not in KINDS:
         raise ValueError(f"{where}: kind {raw['kind']!r} is not one of {list(KINDS)}")
+    if raw.get("section") and not LABEL.fullmatch(str(raw["section"])):
+        raise ValueError(f"{where}: section {raw['section']!r} is not a MyST label (lower case words joined by '-')")
     if raw["form"] not in FORMS:
         raise ValueError(f"{where}: form {raw['form']!r} is not one of {list(FORMS)}")
     if raw["scale"] not in SCALES:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +61,6 @@ def status_of(kind: str, result: str) -> str:
 def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     """(mean, lower, upper): the 95 % Student-t interval of the mean over seeds (NaN bounds for one value)."""
     return forms.t_interval(values)
-
-
-def slug(heading: str) -> str:
-    """The HTML id Sphinx gives a section heading (lower case, ASCII, runs of other characters → '-')."""
-    text = unicodedata.normalize("NFKD", heading).encode("ascii", "ignore").decode().lower()
-    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
 
 
 @dataclass
@@ -270,7 +262,7 @@ class Verdict:
                 "value": c.value, "estimate": c.estimate, "interval": c.interval, "values": c.values,
                 "detail": c.detail, "result": c.result if c.measured else "", "status": c.status,
                 "expected": status_of(e.kind, c.expected) if c.expected else None, "paper_value": e.paper_value,
-                "section": e.section, "anchor": slug(e.section) if e.section else "", "note": c.note,
+                "section": e.section, "anchor": e.section, "note": c.note,
                 "cause": e.cause, "preconditions": {k: list(v) for k, v in c.preconditions.items()},
             })  # fmt: skip
         return out
