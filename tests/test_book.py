@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tvutils.chapter.data import REGISTRY
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
 import book_pages  # noqa: E402
 import colab_cell  # noqa: E402
-import fetch_data  # noqa: E402
 import run_notebooks  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -94,7 +95,7 @@ def test_colab_needs_name_real_chapters_and_datasets():
     stems = {p.stem for p in run_notebooks.toc_notebooks(ROOT)}
     assert set(colab_cell.NEEDS) <= stems
     for needs in colab_cell.NEEDS.values():
-        assert set(needs.data) <= set(fetch_data.DATASETS)
+        assert set(needs.data) <= set(REGISTRY)
 
 
 def run_in_fake_colab(stem, monkeypatch, cloned, clone_rc=0, commit="0" * 40):
@@ -143,7 +144,7 @@ def test_colab_cell_clones_once_keeps_torch_and_fetches_the_chapters_data(stem, 
     pip = next(c for c in again if c[1:4] == ["-m", "pip", "install"])
     assert f"torch=={importlib.metadata.version('torch')}" in pip, "the installed torch is passed as a requirement"
     needs = colab_cell.NEEDS.get(stem, colab_cell.Needs())
-    fetched = [c[2:] for c in again if c[1].endswith("tools/fetch_data.py")]
+    fetched = [c[5:] for c in again if c[1:5] == ["-m", "tvutils", "data", "fetch"]]
     assert fetched == ([list(needs.data)] if needs.data else [])
     assert again[-1] == ["chdir", f"{colab_cell.HOME}/notebooks"]
     if stem.startswith("99_"):

@@ -193,17 +193,22 @@ def test_profile_environment_and_data_are_part_of_the_key(book, monkeypatch):
     assert exec_cache.changed(parts, exec_cache.key_parts(nb, book, "default", {"profile": "default"}, other, verdicts))
     assert sorted(parts["modules"]) == ["tvutils/__init__.py", "tvutils/base.py", "tvutils/sub/__init__.py",
                                         "tvutils/sub/alpha.py"]  # fmt: skip
-    # a module that reads a data cache: the data's listing and the installers join the key
-    (book / "tvutils" / "base.py").write_text('from .paths import cache_dir\nD = cache_dir("data", "digits")\n')
-    (book / "tools").mkdir()
-    (book / "tools" / "install_data_digits.sh").write_text("echo digits\n")
+    # a module that reads a data cache (by cache_dir or the registry's locate): the data's listing and the
+    # registry join the key
+    (book / "tvutils" / "base.py").write_text(
+        'from .paths import cache_dir\nD = cache_dir("data", "digits")\nE = locate("texts")\n'
+    )
     data = book / "_cache" / "data" / "digits"
     data.mkdir(parents=True)
     (data / "x.bin").write_bytes(b"12")
     before = exec_cache.key_parts(nb, book, "default", {}, env, verdicts)
-    assert set(before["data"]["folders"]) == {"digits"}
+    assert set(before["data"]["folders"]) == {"digits", "texts"} and before["data"]["registry"] == "missing"
     (data / "x.bin").write_bytes(b"123")
     assert exec_cache.changed(before, exec_cache.key_parts(nb, book, "default", {}, env, verdicts)) == ["data"]
+    (book / exec_cache.DATA_REGISTRY).parent.mkdir(parents=True, exist_ok=True)
+    (book / exec_cache.DATA_REGISTRY).write_text("REGISTRY = {}\n")
+    after = exec_cache.key_parts(nb, book, "default", {}, env, verdicts)
+    assert after["data"]["registry"] != "missing"
 
 
 def test_notebooks_that_write_the_same_cache_never_run_at_once(book):

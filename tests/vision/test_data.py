@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
-import hashlib
 import struct
 
 import numpy as np
 import pytest
 import torch
 
+from tvutils.chapter import data as registry
 from tvutils.vision import data as vd
 
 
@@ -42,28 +43,22 @@ def test_read_idx_rejects_bad_files(tmp_path):
         vd.read_idx(tmp_path / "short")
 
 
-def test_full_mnist_path_on_a_tiny_stand_in(tmp_path):
-    """The 70k loader's code (checksums, IDX reading, concatenation) on tiny files written here."""
+def test_full_mnist_path_on_a_tiny_stand_in(tmp_path, monkeypatch):
+    """The 70k loader's code (IDX reading, concatenation) on tiny files written here; offline, the registry's
+    download fails with a message that says what to do."""
     rng = np.random.default_rng(0)
-    sums = {}
     for split, n in (("train", 5), ("t10k", 3)):
         write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    for path in tmp_path.iterdir():
-        sums[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    # every file present with the right sum: nothing is fetched (the mirror is unreachable on purpose)
-    assert vd.download_mnist(tmp_path, mirrors=("http://127.0.0.1:9/",), checksums=sums, timeout=1) == tmp_path
-    images, digits = vd.load_mnist_full(tmp_path, download=False)
+    images, digits = vd.load_mnist_full(tmp_path)
     assert images.shape == (8, 28, 28) and digits.shape == (8,) and digits.dtype == np.int64
-    # a wrong checksum forces a download, which fails offline with a message that says what to do
-    with pytest.raises(RuntimeError, match="mnist5k"):
-        vd.download_mnist(
-            tmp_path,
-            mirrors=("http://127.0.0.1:9/",),
-            checksums={**sums, "train-images-idx3-ubyte.gz": "0" * 64},
-            timeout=1,
-        )
-    assert set(vd.MNIST_SHA256) == {p.name for p in tmp_path.iterdir()}
+    monkeypatch.setenv("TVUTILS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TVUTILS_PROGRESS", "0")
+    entry = registry.REGISTRY["mnist"]
+    offline = tuple(dataclasses.replace(d, urls=("http://127.0.0.1:9/" + d.fname,)) for d in entry.routes[0])
+    monkeypatch.setitem(registry.REGISTRY, "mnist", dataclasses.replace(entry, routes=(offline,)))
+    with pytest.raises(registry.DataError, match="could not download it.*mnist5k"):
+        vd.load_mnist_full()
 
 
 def test_mnist_5k_offline():

