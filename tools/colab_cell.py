@@ -63,7 +63,9 @@ NEEDS = {
         note="the books, and the default profile's SmolLM2-135M (a gguf in a PyPI wheel)",
     ),
     "09_choosing_lambda": Needs(
-        "case-studies", ("fashion-mnist",), note="Fashion-MNIST pre-trains the ViT of the case study it scores"
+        "case-studies",
+        ("fashion-mnist", "shakespeare", "janeaustenr", "smollm2-135m"),
+        note="Fashion-MNIST pre-trains the ViT it scores; the books and SmolLM2-135M of the language model it scores",
     ),
 }
 
@@ -142,7 +144,8 @@ def cell_source(stem: str, url: str, site: str | None = None, home: str = HOME) 
     if needs.data:  # run in the clone, whose _cache the notebooks read
         names = ", ".join(f'"{d}"' for d in needs.data)
         lines += [
-            f'    fetch_data = [sys.executable, "-m", "tvutils", "data", "fetch", {names}]',
+            f"    data = [{names}]",
+            '    fetch_data = [sys.executable, "-m", "tvutils", "data", "fetch", *data]',
             "    if subprocess.run(fetch_data, cwd=HOME).returncode != 0:",
             '        raise SystemExit("Could not fetch the data this chapter needs: the line above says what to do")',
         ]
