@@ -213,7 +213,9 @@ def test_profile_environment_and_data_are_part_of_the_key(book, monkeypatch):
 
 def test_notebooks_that_write_the_same_cache_never_run_at_once(book):
     (book / "tvutils" / "gamma.py").write_text('from .paths import cache_dir\nM = cache_dir("models")\n')
-    (book / "tvutils" / "base.py").write_text('from .paths import cache_dir\nM = cache_dir("models", "x")\n')
+    (book / "tvutils" / "base.py").write_text(
+        'from .paths import cache_dir\nM = cache_dir("models", "x")\nD = cache_dir("downloads")\nE = cache_dir("data", "y")\n'
+    )
     assert exec_cache.writes_caches(book / "notebooks" / "a.ipynb", book) == {"models"}
     runner_ran = build(book, jobs=2, delay=0.2)
     assert runner_ran == ["99_board", "a", "b", "c"]

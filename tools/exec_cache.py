@@ -173,10 +173,11 @@ def key_parts(nb_path: Path, root: Path, profile: str, parameters: dict, env: di
 
 
 def writes_caches(nb_path: Path, root: Path) -> set[str]:
-    """The caches a notebook's code may write (``cache_dir(X, ...)`` with X other than "data")."""
+    """The caches a notebook's code may write (``cache_dir(X, ...)`` with X other than "data" and "downloads":
+    the data layer's, which ``make data`` fills before any notebook runs and the notebooks only read)."""
     source = code_of_notebook(json.loads(nb_path.read_text()))
     texts = [source] + [p.read_text(errors="replace") for p in local_modules(source, root).values()]
-    return {m.group(1) for t in texts for m in _CACHE_CALL.finditer(t) if m.group(1) != "data"}
+    return {m.group(1) for t in texts for m in _CACHE_CALL.finditer(t) if m.group(1) not in ("data", "downloads")}
 
 
 def key_of(parts: dict) -> str:
