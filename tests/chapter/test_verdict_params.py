@@ -2,6 +2,7 @@ import json
 import textwrap
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tvutils.chapter import ledger as L
@@ -252,3 +253,15 @@ def test_atomic_write_leaves_no_temporary(tmp_path):
     atomic_write_bytes(target, b"{}")
     assert target.read_bytes() == b"{}"
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
+
+
+def test_styled_tables_show_the_decimals_their_values_carry():
+    from tvutils.chapter.verdict import decimals, styled
+
+    df = pd.DataFrame({"λ": [-2.0, -1.75], "rouge": [0.28, 0.614], "raw": [1 / 3, 0.5], "n": [3, 4], "s": ["a", "b"]})
+    assert [decimals(df[c]) for c in ("λ", "rouge", "raw")] == [2, 3, 6]
+    html = styled(df.assign(rouge=[np.nan, 0.614]), "t").to_html()
+    assert ">-1.75<" in html and ">-2.00<" in html and ">0.614<" in html and ">—<" in html
+    assert ">0.333333<" in html and ">3<" in html and "0.280000" not in html
+    wide = df.pivot_table(index="s", columns="n", values=["λ", "rouge"]).round(1).reset_index()
+    assert ">-1.8<" in styled(wide, "w").to_html()  # columns of a pivot table (a MultiIndex)

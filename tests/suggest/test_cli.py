@@ -125,6 +125,7 @@ def test_error_probe_too_small_says_how_many_are_needed(vit_files, capsys):
     assert "3 example(s); at least 8 are needed" in err
     err = _one_line_error(*_run(_suggest(vit_files, "--max-halfwidth", "0.0001"), capsys))
     assert "probe too small for a stable estimate" in err and "examples per task are needed" in err
+    assert "(40 per task)" in err  # the probe has 40 rows per task
 
 
 def test_error_checkpoints_that_do_not_match(vit_files, capsys):

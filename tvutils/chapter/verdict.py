@@ -317,10 +317,18 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def decimals(values: pd.Series, most: int = 6) -> int:
+    """The fewest decimals that show every finite value of a float column as it is (``most`` for unrounded data)."""
+    x = pd.to_numeric(values, errors="coerce").to_numpy(float)
+    x = x[np.isfinite(x)]
+    return next((d for d in range(most) if np.array_equal(x, np.round(x, d))), most)
+
+
 def styled(df: pd.DataFrame, uuid: str) -> pd.io.formats.style.Styler:
-    """A table that wraps long text instead of cutting it, with a stable id (executed outputs compare equal)."""
-    return (
-        df.style.set_uuid(uuid)
-        .hide(axis="index")
-        .set_properties(**{"text-align": "left", "white-space": "normal", "vertical-align": "top"})
-    )
+    """A table that wraps long text instead of cutting it, with a stable id (executed outputs compare equal); a
+    float column shows as many decimals as its values carry (a column rounded to 3 shows 3, not pandas' 6)."""
+    floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+    style = df.style.set_uuid(uuid).hide(axis="index")
+    for c in floats:
+        style = style.format(precision=decimals(df[c]), subset=[c], na_rep="—")
+    return style.set_properties(**{"text-align": "left", "white-space": "normal", "vertical-align": "top"})

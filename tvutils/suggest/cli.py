@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         name, e = max(wide.items(), key=lambda kv: kv[1].halfwidth)
         groups = 2 if name.startswith("α̂") else 1
         return _fail(
-            f"probe too small for a stable estimate: {name} = {e.value:+.3f} ± {e.halfwidth:.3f} from {e.n} examples; "
+            f"probe too small for a stable estimate: {name} = {e.value:+.3f} ± {e.halfwidth:.3f} from {e.n} examples"
+            f" ({e.n // groups} per task); "
             f"about {examples_needed(e, args.max_halfwidth) // groups} examples per task are needed for "
             f"± {args.max_halfwidth:g}"
         )
