@@ -265,3 +265,5 @@ def test_styled_tables_show_the_decimals_their_values_carry():
     assert ">0.333333<" in html and ">3<" in html and "0.280000" not in html
     wide = df.pivot_table(index="s", columns="n", values=["λ", "rouge"]).round(1).reset_index()
     assert ">-1.8<" in styled(wide, "w").to_html()  # columns of a pivot table (a MultiIndex)
+    mixed = pd.DataFrame({"theorem": [-1.0, "bound's local 0.47", -0.5], "law": ["a", "b", "c"]})  # object column
+    assert ">-1.0<" in styled(mixed, "m").to_html() and "-1.000000" not in styled(mixed, "m").to_html()

@@ -327,8 +327,9 @@ def decimals(values: pd.Series, most: int = 6) -> int:
 def styled(df: pd.DataFrame, uuid: str) -> pd.io.formats.style.Styler:
     """A table that wraps long text instead of cutting it, with a stable id (executed outputs compare equal); a
     float column shows as many decimals as its values carry (a column rounded to 3 shows 3, not pandas' 6)."""
-    floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
     style = df.style.set_uuid(uuid).hide(axis="index")
-    for c in floats:
-        style = style.format(precision=decimals(df[c]), subset=[c], na_rep="—")
+    for c in df.columns:  # float columns, and the floats of a column that mixes them with text or None
+        floats = [x for x in df[c] if isinstance(x, float | np.floating)]
+        if floats:
+            style = style.format(precision=decimals(pd.Series(floats)), subset=[c], na_rep="—")
     return style.set_properties(**{"text-align": "left", "white-space": "normal", "vertical-align": "top"})
