@@ -279,3 +279,29 @@ def test_the_readme_says_where_the_site_is_published():
     section = readme.split("## Where it is published", 1)[1].split("\n## ", 1)[0]
     assert SITE_URL in section and REPO_URL in section, "the README's addresses must be those of _config.yml"
     assert SITE_URL.startswith("https://") and SITE_URL.endswith("/")
+
+
+def test_choosing_lambda_reads_the_case_studies_with_their_own_parameters():
+    """Chapter 09 reuses the runs of chapters 07 and 08 through their caches: its copies of their parameters must be
+    theirs, profile by profile, or it would silently train its own models instead."""
+    import profiles
+
+    from tvutils.language import models
+
+    nb = ROOT / "notebooks"
+    ns = {"models": models}
+    own = profiles.assigned_dict(nb / "09_choosing_lambda.ipynb", "DEFAULTS")
+    own_ci = own | profiles.assigned_dict(nb / "09_choosing_lambda.ipynb", "PROFILES")["ci"]
+    vit = profiles.assigned_dict(nb / "07_vit_colored_mnist.ipynb", "DEFAULTS")
+    vit_ci = vit | profiles.assigned_dict(nb / "07_vit_colored_mnist.ipynb", "PROFILES")["ci"]
+    lm = profiles.assigned_dict(nb / "08_llm_unlearning.ipynb", "DEFAULTS", ns)
+    lm_ci = lm | profiles.assigned_dict(nb / "08_llm_unlearning.ipynb", "PROFILES", ns)["ci"]
+    for mine, theirs in ((own, vit), (own_ci, vit_ci)):
+        for key in ("seeds", "n_test", "n_ood", "n_train", "lambda_step", "ood_step", "pretrain"):
+            assert mine[f"vit_{key}"] == theirs[key], f"vit_{key}"
+    assert own["lm"] == {k: lm[k] for k in own["lm"]}
+    # on ci, chapter 09 scores more passages a book (its probe needs 8 a task), in one batch, and one run
+    differs = {"n_passages", "eval_batch_size", "seeds"}
+    assert {k: v for k, v in own_ci["lm"].items() if k not in differs} == {
+        k: lm_ci[k] for k in own_ci["lm"] if k not in differs
+    }

@@ -45,6 +45,24 @@ def notebook_profiles(path: Path) -> list[str]:
     return ["default", *(k.value for k in table.keys)]
 
 
+def assigned_dict(path: Path, name: str, namespace: dict | None = None) -> dict:
+    """The dict a notebook assigns to ``name`` (``DEFAULTS``, ``PROFILES``): a dict literal, or the literal on the
+    right of ``SHARED | {...}``, evaluated with ``namespace`` for the names it reads (``models.OFFLINE_MODEL``)."""
+    code = "\n".join(
+        "".join(c["source"]) for c in json.loads(Path(path).read_text())["cells"] if c["cell_type"] == "code"
+    )
+    found = [
+        n.value for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Assign)
+        and any(getattr(t, "id", None) == name for t in n.targets)
+    ]  # fmt: skip
+    if len(found) != 1:
+        raise ValueError(f"{path}: expected one assignment to {name}, found {len(found)}")
+    value = found[0].right if isinstance(found[0], ast.BinOp) and isinstance(found[0].op, ast.BitOr) else found[0]
+    if not isinstance(value, ast.Dict):
+        raise ValueError(f"{path}: {name} is not a dict literal (or X | a dict literal)")
+    return eval(compile(ast.Expression(value), str(path), "eval"), dict(namespace or {}))  # a literal of our own
+
+
 def all_profiles(root: Path = ROOT) -> dict[str, list[str]]:
     """notebook stem → its profiles, for every notebook of _toc.yml."""
     return {p.stem: notebook_profiles(p) for p in run_notebooks.toc_notebooks(root)}

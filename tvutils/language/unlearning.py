@@ -20,7 +20,7 @@ import io
 import json
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -147,6 +147,14 @@ def mean_over_seeds(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> Ov
 
 # ---- cached results ----------------------------------------------------------------------------------------
 RESULTS_VERSION = 1  # of generation.score_passages / final_hidden_states: raise it when they compute otherwise
+
+
+def cache_depends(books: Mapping[str, Any], n: int, length: int, prompt_len: int, layers: int) -> dict[str, Any]:
+    """What every cache key of the unlearning chapter holds (its fine-tunes' and its scores'): the books' texts, the
+    windows (n trained windows a book of ``length`` tokens, split alternately, the first ``prompt_len`` the
+    prompt) and the trained top ``layers``. The chapter "Choosing λ" builds the same keys to read its caches."""
+    return {"texts": {k: b.digest() for k, b in books.items()}, "n": n, "L": length, "P": prompt_len,
+            "split": "alternate", "layers": layers}  # fmt: skip
 
 
 def results_cache_path(model_name: str, kind: str, **depends: Any) -> Path:

